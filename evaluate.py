@@ -1,0 +1,15 @@
+"""Evaluate a checkpoint: ``python evaluate.py ckpt_path=PATH [input=FOLDER_OR_FILE] [target=...]``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from stainless.evaluate import evaluate
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from stainless.callbacks.image_logger import ImageLogger
+
+__all__ = ["ImageLogger"]

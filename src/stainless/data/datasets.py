@@ -1,0 +1,210 @@
+"""Datasets of (input, target[, instance labels]) images, for image-to-image and segmentation jobs alike."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from stainless.data.samples import Sample
+from stainless.io import ImageReadError, normalize, read_image
+
+
+class LoadedSample:
+    """A sample's arrays: normalised input (C,H,W), target (C,H,W float, or H,W int mask), labels (H,W)."""
+
+    __slots__ = ("source", "target", "labels")
+
+    def __init__(self, source: np.ndarray, target: np.ndarray | None, labels: np.ndarray | None):
+        self.source, self.target, self.labels = source, target, labels
+
+
+def load_sample(
+    sample: Sample,
+    normalization: Mapping[str, Any],
+    target_type: str = "image",
+    channel_axis: int | str = "auto",
+) -> LoadedSample:
+    """Read and normalise one sample.
+
+    Args:
+        sample: where the files are.
+        normalization: keyword arguments of :func:`stainless.io.normalize` (applied to images, never to masks).
+        target_type: ``"image"`` (normalised like the input) or ``"mask"`` (integer classes, kept as is).
+        channel_axis: see :func:`stainless.io.read_image`.
+
+    Raises:
+        ImageReadError: unreadable files, or input, target and labels of different sizes.
+    """
+    source = normalize(read_image(sample.source, sample.source_channels, channel_axis), **normalization)
+    target = labels = None
+    if sample.target is not None:
+        raw = read_image(sample.target, sample.target_channels, channel_axis)
+        target = normalize(raw, **normalization) if target_type == "image" else raw[0].astype(np.int64)
+        if target.shape[-2:] != source.shape[-2:]:
+            raise ImageReadError(
+                f"{sample.target}: size {target.shape[-2:]} differs from its input {sample.source} "
+                f"({source.shape[-2:]})"
+            )
+    if sample.labels is not None:
+        labels = read_image(sample.labels)[0].astype(np.int64)
+        if labels.shape != source.shape[-2:]:
+            raise ImageReadError(f"{sample.labels}: size {labels.shape} differs from its input {sample.source}")
+    return LoadedSample(source, target, labels)
+
+
+def build_transforms(specs: Sequence[Mapping[str, Any]] | None) -> list[A.BasicTransform]:
+    """Albumentations transforms from a list of ``{_target_: albumentations.X, ...}`` mappings."""
+    from hydra.utils import instantiate
+
+    return [instantiate(dict(spec)) for spec in (specs or [])]
+
+
+def grid_starts(length: int, patch: int, stride: int | None = None) -> list[int]:
+    """Start offsets of patches covering ``length`` (the last one flush with the end)."""
+    stride = stride or patch
+    if length <= patch:
+        return [0]
+    starts = list(range(0, length - patch + 1, stride))
+    if starts[-1] != length - patch:
+        starts.append(length - patch)
+    return starts
+
+
+def _pad_to(array: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """Pad the last two axes of ``array`` up to ``size`` (images reflect, masks take zeros)."""
+    pad_h, pad_w = max(0, size - array.shape[-2]), max(0, size - array.shape[-1])
+    if not pad_h and not pad_w:
+        return array
+    widths = [(0, 0)] * (array.ndim - 2) + [(0, pad_h), (0, pad_w)]
+    return np.pad(array, widths, mode=mode)
+
+
+class PairedImageDataset(Dataset):
+    """Patches of paired images for training (random crops, augmented) or evaluation (a fixed grid).
+
+    Items are dicts with ``source`` (float C,H,W), ``target`` (float C,H,W, or int64 H,W for masks), ``labels``
+    (int64 H,W, when the samples have instance labels), ``index`` (the sample's position) and ``name``.
+
+    Args:
+        samples: the fields of view.
+        normalization: see :func:`load_sample`.
+        patch_size: side of the square patches.
+        train: random crops with augmentation; otherwise a deterministic grid of patches covering each image.
+        patches_per_image: random crops drawn from each image per epoch (train only).
+        geometric: albumentations transforms applied identically to input, target and labels.
+        intensity: albumentations transforms applied to the input only.
+        target_type: ``"image"`` or ``"mask"``.
+        cache: keep decoded images in memory (per worker process).
+        channel_axis: see :func:`stainless.io.read_image`.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        normalization: Mapping[str, Any],
+        patch_size: int,
+        train: bool,
+        patches_per_image: int = 1,
+        geometric: Sequence[Mapping[str, Any]] | None = None,
+        intensity: Sequence[Mapping[str, Any]] | None = None,
+        target_type: str = "image",
+        cache: bool = True,
+        channel_axis: int | str = "auto",
+    ):
+        self.samples = list(samples)
+        self.normalization = dict(normalization)
+        self.patch_size = patch_size
+        self.train = train
+        self.patches_per_image = patches_per_image
+        self.target_type = target_type
+        self.cache = cache
+        self.channel_axis = channel_axis
+        self._cache: dict[int, LoadedSample] = {}
+        targets = {"target": "image" if target_type == "image" else "mask", "labels": "mask"}
+        self.geometric = A.Compose(build_transforms(geometric), additional_targets=targets) if train else None
+        self.intensity = A.Compose(build_transforms(intensity)) if train else None
+        self.index: list[tuple[int, int, int]] = []  # (sample, top, left)
+        if train:
+            self.index = [(i, -1, -1) for i in range(len(self.samples)) for _ in range(patches_per_image)]
+        else:
+            for i in range(len(self.samples)):
+                height, width = self.load(i).source.shape[-2:]
+                self.index += [
+                    (i, top, left)
+                    for top in grid_starts(height, patch_size)
+                    for left in grid_starts(width, patch_size)
+                ]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def load(self, i: int) -> LoadedSample:
+        """The decoded, normalised arrays of sample ``i``."""
+        if i in self._cache:
+            return self._cache[i]
+        loaded = load_sample(self.samples[i], self.normalization, self.target_type, self.channel_axis)
+        if self.train and min(loaded.source.shape[-2:]) < self.patch_size:
+            raise ImageReadError(
+                f"{self.samples[i].source}: image size {loaded.source.shape[-2:]} is smaller than the patch size "
+                f"{self.patch_size}; lower data.patch_size"
+            )
+        if self.cache:
+            self._cache[i] = loaded
+        return loaded
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        i, top, left = self.index[item]
+        loaded = self.load(i)
+        p = self.patch_size
+        if self.train:
+            # One seed per item drawn from torch's generator: reproducible under seed_everything(workers=True)
+            # whatever the number of workers, and different at every epoch.
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+            rng = np.random.default_rng(seed)
+            height, width = loaded.source.shape[-2:]
+            top, left = int(rng.integers(0, height - p + 1)), int(rng.integers(0, width - p + 1))
+        crop = (slice(top, top + p), slice(left, left + p))
+        source = _pad_to(loaded.source[(..., *crop)], p, "reflect")
+        target = None
+        if loaded.target is not None:
+            target = _pad_to(loaded.target[(..., *crop)], p, "reflect" if self.target_type == "image" else "constant")
+        labels = _pad_to(loaded.labels[crop], p, "constant") if loaded.labels is not None else None
+        if self.train:
+            source, target, labels = self._augment(seed, source, target, labels)
+        item_dict: dict[str, Any] = {
+            "source": torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)),
+            "index": i,
+            "top": top,
+            "left": left,
+            "name": self.samples[i].name,
+        }
+        if target is not None:
+            dtype = np.float32 if self.target_type == "image" else np.int64
+            item_dict["target"] = torch.from_numpy(np.ascontiguousarray(target, dtype=dtype))
+        if labels is not None:
+            item_dict["labels"] = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+        return item_dict
+
+    def _augment(self, seed: int, source, target, labels):
+        """Same geometric transform on all arrays, intensity transforms on the input only (HWC for albumentations)."""
+        data = {"image": np.moveaxis(source, 0, -1)}
+        if target is not None:
+            data["target"] = np.moveaxis(target, 0, -1) if self.target_type == "image" else target.astype(np.int32)
+        if labels is not None:
+            data["labels"] = labels.astype(np.int32)
+        self.geometric.set_random_seed(seed)
+        out = self.geometric(**data)
+        self.intensity.set_random_seed(seed + 1)
+        image = self.intensity(image=out["image"])["image"]
+        source = np.moveaxis(image.reshape(*image.shape[:2], -1), -1, 0)
+        if target is not None:
+            t = out["target"]
+            target = np.moveaxis(t.reshape(*t.shape[:2], -1), -1, 0) if self.target_type == "image" else t
+        if labels is not None:
+            labels = out["labels"]
+        return source, target, labels

@@ -1,0 +1,187 @@
+"""Reading, normalising and writing microscopy images.
+
+Every image leaves this module as a float32 array shaped ``(C, H, W)``. 16-bit and 32-bit data keep their
+full precision: normalisation works on the raw values, never on an 8-bit copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import tifffile
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg")
+# Larger images than this are refused: a decompression bomb must not exhaust memory.
+MAX_PIXELS = 2**31
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be used, with the file named in the message."""
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Sorted image files (TIFF, PNG, JPG) directly inside ``folder``.
+
+    Raises:
+        ImageReadError: the folder is missing or holds no image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageReadError(f"{folder}: folder does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ImageReadError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
+def _tiff_axes(path: Path) -> str | None:
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        return series.axes
+
+
+def _to_chw(array: np.ndarray, axes: str | None, channel_axis: int | str, path: Path) -> np.ndarray:
+    """Arrange ``array`` as (C, H, W) using tifffile's axes string or the configured channel axis."""
+    if array.ndim == 2:
+        return array[None]
+    if array.ndim != 3:
+        if axes is not None and array.ndim == 4 and axes[-1] == "S":
+            # e.g. a stack of RGB pages: pages x H x W x 3 -> merge into channels
+            array = np.moveaxis(array, -1, 1).reshape(-1, *array.shape[1:3])
+            return array
+        raise ImageReadError(f"{path}: expected a 2-D or 3-D image, got shape {array.shape}")
+    if channel_axis == "auto":
+        if axes is not None and len(axes) == 3 and axes.endswith("YX"):
+            return array  # channels, pages, Z or time first: tifffile knows
+        if axes is not None and len(axes) == 3 and axes.endswith("S"):
+            return np.moveaxis(array, -1, 0)  # samples per pixel (RGB)
+        # No metadata: the channel axis is the short one, last if it is short (RGB), else first.
+        channel_axis = -1 if array.shape[-1] <= 4 and array.shape[0] > 4 else 0
+    return np.moveaxis(array, int(channel_axis), 0)
+
+
+def read_image(
+    path: str | Path,
+    channels: Sequence[int] | None = None,
+    channel_axis: int | str = "auto",
+) -> np.ndarray:
+    """Read an image file as float32 ``(C, H, W)`` at its native bit depth.
+
+    Args:
+        path: a TIFF (8/16/32-bit, multi-page, channel-first or channel-last), PNG or JPG file.
+        channels: indices of the channels to keep, in order; all when None.
+        channel_axis: ``"auto"`` (TIFF metadata, else the short axis), or the axis index in the file.
+
+    Returns:
+        float32 array (C, H, W) holding the raw values (not rescaled).
+
+    Raises:
+        ImageReadError: missing, empty, corrupt or oversized file, or a channel index out of range.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file does not exist")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ImageReadError(f"{path}: unsupported format {suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
+    try:
+        if suffix in TIFF_SUFFIXES:
+            axes = _tiff_axes(path)
+            array = tifffile.imread(path)
+        else:
+            props = iio.improps(path)
+            if int(np.prod(props.shape)) > MAX_PIXELS:
+                raise ImageReadError(f"{path}: image of shape {props.shape} is too large to read safely")
+            axes = "YXS" if len(props.shape) == 3 else None
+            array = iio.imread(path)
+    except ImageReadError:
+        raise
+    except Exception as error:  # the decoders raise many types; the user needs the file and the reason
+        raise ImageReadError(f"{path}: cannot decode image ({type(error).__name__}: {error})") from None
+    if array.size > MAX_PIXELS:
+        raise ImageReadError(f"{path}: image of shape {array.shape} is too large to read safely")
+    chw = _to_chw(np.asarray(array), axes, channel_axis, path)
+    if channels is not None:
+        channels = list(channels)
+        bad = [c for c in channels if not -chw.shape[0] <= c < chw.shape[0]]
+        if bad:
+            raise ImageReadError(f"{path}: channel index {bad[0]} out of range; the image has {chw.shape[0]} channel(s)")
+        chw = chw[channels]
+    chw = chw.astype(np.float32, copy=False)
+    if not np.isfinite(chw).all():
+        raise ImageReadError(f"{path}: image contains NaN or Inf pixels")
+    return chw
+
+
+def dtype_range(dtype: np.dtype) -> tuple[float, float]:
+    """The value range of an integer dtype, or (0, 1) for floats."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return 0.0, 1.0
+
+
+def normalize(
+    image: np.ndarray,
+    mode: str = "percentile",
+    low: float = 1.0,
+    high: float = 99.8,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    clip: bool = True,
+) -> np.ndarray:
+    """Rescale each channel of a (C, H, W) image to roughly [0, 1].
+
+    Args:
+        image: float array (C, H, W).
+        mode: ``"percentile"`` (per image and channel, between the ``low`` and ``high`` percentiles) or
+            ``"range"`` (fixed ``vmin``..``vmax`` for every image, e.g. 0..65535 or a camera's range).
+        low, high: percentiles for ``"percentile"``.
+        vmin, vmax: the fixed range for ``"range"``.
+        clip: clip the result to [0, 1].
+
+    Returns:
+        float32 array of the same shape.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if mode == "percentile":
+        flat = image.reshape(image.shape[0], -1)
+        lo = np.percentile(flat, low, axis=1)[:, None, None]
+        hi = np.percentile(flat, high, axis=1)[:, None, None]
+    elif mode == "range":
+        if vmin is None or vmax is None:
+            raise ValueError("normalisation mode 'range' needs vmin and vmax")
+        lo = np.float32(vmin)
+        hi = np.float32(vmax)
+    else:
+        raise ValueError(f"unknown normalisation mode {mode!r}; use 'percentile' or 'range'")
+    out = (image - lo) / np.maximum(hi - lo, 1e-8)
+    if clip:
+        out = np.clip(out, 0.0, 1.0)
+    return out.astype(np.float32, copy=False)
+
+
+def write_tiff(path: str | Path, image: np.ndarray) -> None:
+    """Write a (C, H, W) or (H, W) array as a (multi-page) TIFF, keeping its dtype."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[0] == 1:
+        image = image[0]
+    tifffile.imwrite(path, image, photometric="minisblack", compression="zlib")
+
+
+def to_dtype(image01: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Map an image in [0, 1] to the full range of ``dtype`` (floats are returned as float32)."""
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.integer):
+        return image01.astype(np.float32)
+    lo, hi = dtype_range(dtype)
+    return np.round(np.clip(image01, 0, 1) * (hi - lo) + lo).astype(dtype)

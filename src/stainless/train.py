@@ -1,0 +1,84 @@
+"""Training from a composed Hydra config: ``train(cfg) -> metrics``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+
+from stainless.checkpoint import init_weights_from
+from stainless.utils.config import flatten, to_plain
+from stainless.utils.logging import build_callbacks, build_loggers, write_json
+
+
+def build(config: Any, **extra: Any) -> Any:
+    """Instantiate ``config._target_`` with plain (non-OmegaConf) keyword arguments, nothing nested instantiated.
+
+    Nested ``_target_`` entries (optimisers, albumentations transforms) stay configs for the component to
+    complete itself, and the component's saved hyper-parameters stay plain data.
+    """
+    kwargs = to_plain(config)
+    cls = get_class(kwargs.pop("_target_"))
+    return cls(**kwargs, **extra)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (and optionally test) the model described by ``cfg``; write ``summary.json`` to the run dir.
+
+    Returns:
+        the final metrics (``val/...``, ``test/...``) as floats, plus ``best_model_path``.
+    """
+    started = time.time()
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("print_config", True):
+        rank_zero_info(OmegaConf.to_yaml(cfg, resolve=True))
+    OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
+
+    datamodule = build(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    init_from = model_cfg.pop("init_from", None)
+    model = build(model_cfg, in_channels=datamodule.in_channels, out_channels=datamodule.out_channels)
+    init_report = init_weights_from(model, init_from) if init_from else None
+
+    callbacks = build_callbacks(cfg.get("callbacks"))
+    loggers = build_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(flatten(cfg))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    if cfg.get("test") and datamodule.samples.get("test"):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+
+    summary = {
+        "run_dir": str(output_dir),
+        "task_name": cfg.get("task_name"),
+        "monitor": checkpoint.monitor if checkpoint else None,
+        "best_model_path": best,
+        "best_model_score": float(checkpoint.best_model_score) if best and checkpoint.best_model_score is not None else None,
+        "last_model_path": checkpoint.last_model_path if checkpoint else None,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "duration_s": round(time.time() - started, 1),
+        "init_from": init_report,
+        "metrics": metrics,
+        "samples": {stage: [s.name for s in samples] for stage, samples in datamodule.samples.items()},
+    }
+    write_json(output_dir / "summary.json", summary)
+    rank_zero_info(f"Run directory: {output_dir}\nBest checkpoint: {best}")
+    return {**metrics, "best_model_path": best}

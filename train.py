@@ -1,0 +1,17 @@
+"""Train a stainless model: ``python train.py [experiment=...] [group=option] [key=value ...]``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from stainless.train import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    # Sweepers (Optuna, ...) optimise what main returns.
+    return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+
+
+if __name__ == "__main__":
+    main()

@@ -185,3 +185,12 @@ def to_dtype(image01: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return image01.astype(np.float32)
     lo, hi = dtype_range(dtype)
     return np.round(np.clip(image01, 0, 1) * (hi - lo) + lo).astype(dtype)
+
+
+def image_dtype(path: str | Path) -> np.dtype:
+    """The stored pixel type of an image file, read from its header."""
+    path = Path(path)
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        with tifffile.TiffFile(path) as tif:
+            return np.dtype(tif.series[0].dtype)
+    return np.dtype(iio.improps(path).dtype)

@@ -28,6 +28,15 @@ def build(config: Any, **extra: Any) -> Any:
     return cls(**kwargs, **extra)
 
 
+def _last_checkpoint(checkpoint: ModelCheckpoint | None) -> str | None:
+    if checkpoint is None:
+        return None
+    if checkpoint.last_model_path:
+        return checkpoint.last_model_path
+    last = Path(checkpoint.dirpath or "") / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+    return str(last) if last.is_file() else None
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and optionally test) the model described by ``cfg``; write ``summary.json`` to the run dir.
 
@@ -71,7 +80,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "monitor": checkpoint.monitor if checkpoint else None,
         "best_model_path": best,
         "best_model_score": float(checkpoint.best_model_score) if best and checkpoint.best_model_score is not None else None,
-        "last_model_path": checkpoint.last_model_path if checkpoint else None,
+        "last_model_path": _last_checkpoint(checkpoint),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "duration_s": round(time.time() - started, 1),

@@ -1,0 +1,28 @@
+# The two commands: `make demo` and `make test`. Both create .venv and install the project on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The newest PyTorch this project's machines provide; pip takes them from the local wheel cache.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test install bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install -q $(TORCH) 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import stainless, torch, lightning, segmentation_models_pytorch, lpips, wandb, albumentations"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m stainless.demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,169 @@
+"""Evaluating a checkpoint on its test split or on new images: ``evaluate(cfg) -> summary``."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+
+from stainless.checkpoint import CheckpointError, module_from_checkpoint
+from stainless.data.datamodule import MicroscopyDataModule
+from stainless.data.datasets import load_sample
+from stainless.data.samples import Sample, paired_folder_samples
+from stainless.io import IMAGE_SUFFIXES, ImageReadError, image_dtype, to_dtype, write_tiff
+from stainless.metrics.image import HIGHER_IS_BETTER, LPIPSScorer, image_maps, per_image_metrics
+from stainless.report import write_report
+from stainless.tiling import predict_tiled
+from stainless.utils.logging import write_json
+from stainless.visuals import colorize, grid, to_rgb
+
+METRICS = ("mse", "mae", "psnr", "ssim", "pearson", "lpips")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _input_samples(cfg: DictConfig, data_hp: dict[str, Any]) -> list[Sample]:
+    """Samples from ``cfg.input`` (file or folder) and optional ``cfg.target``, read like the training data."""
+    source, target = Path(cfg.input), Path(cfg.target) if cfg.target else None
+    channels = dict(source_channels=data_hp.get("source_channels"), target_channels=data_hp.get("target_channels"))
+    if source.is_dir():
+        return paired_folder_samples(source, target, **channels)
+    if not source.is_file():
+        raise ImageReadError(f"{source}: input file or folder does not exist")
+    if source.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImageReadError(f"{source}: unsupported format {source.suffix!r}")
+    if target is not None and not target.is_file():
+        raise ImageReadError(f"{target}: target file does not exist")
+    return [Sample(source.stem, source, target, None, data_hp.get("source_channels"), data_hp.get("target_channels"))]
+
+
+def _summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for name in METRICS:
+        values = np.array([r[name] for r in rows if name in r], dtype=np.float64)
+        if values.size:
+            out[name] = {
+                "mean": float(values.mean()), "std": float(values.std()), "median": float(np.median(values)),
+                "min": float(values.min()), "max": float(values.max()), "n": int(values.size),
+            }
+    return out
+
+
+def _train_target_mean(datamodule: MicroscopyDataModule, samples: dict[str, list[Sample]]) -> np.ndarray | None:
+    """Per-channel mean of the normalised training targets (the constant-image baseline)."""
+    train = samples.get("train") or []
+    means = [
+        load_sample(s, datamodule.hparams.normalization or {}, "image", datamodule.hparams.channel_axis).target.mean((1, 2))
+        for s in train
+        if s.target is not None
+    ]
+    return np.mean(means, axis=0) if means else None
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Predict with a checkpoint, score against targets when there are any, write files and a report.
+
+    Writes into the run directory: ``predictions/*.tif``, ``maps/*.{png,tif}``, ``metrics.csv`` (one row per
+    image and method), ``summary.json`` (mean, std, median... per metric and method) and ``report.html``
+    (or ``report.md``).
+
+    Returns:
+        the summary dictionary.
+    """
+    started = time.time()
+    out_dir = Path(cfg.paths.output_dir)
+    OmegaConf.save(cfg, out_dir / "config_resolved.yaml", resolve=True)
+    module, checkpoint = module_from_checkpoint(cfg.ckpt_path)
+    device = _device(cfg.device)
+    module.to(device)
+    data_hp = checkpoint.get("datamodule_hyper_parameters")
+    if not data_hp:
+        raise CheckpointError(f"{cfg.ckpt_path}: holds no data settings (was it written by stainless train?)")
+    datamodule = MicroscopyDataModule(**data_hp)
+    if cfg.input:
+        samples = _input_samples(cfg, data_hp)
+        split: dict[str, list[Sample]] = {}
+    else:
+        datamodule.prepare_data()
+        split = datamodule.find_samples()
+        samples = split[cfg.stage]
+        if not samples:
+            raise ValueError(f"stage={cfg.stage}: the checkpoint's data has no {cfg.stage} images; pass input=PATH")
+    lpips = LPIPSScorer(cfg.metrics.lpips_net, cfg.metrics.lpips_trunk, cfg.metrics.lpips)
+    tile = cfg.tile_size or 2 * data_hp["patch_size"]
+    normalization = data_hp.get("normalization") or {}
+    constant = _train_target_mean(datamodule, split) if cfg.baselines and split else None
+
+    rows: list[dict[str, Any]] = []
+    figures: list[dict[str, Any]] = []
+    for sample in samples:
+        loaded = load_sample(sample, normalization, "image", data_hp.get("channel_axis", "auto"))
+        source = torch.from_numpy(loaded.source).to(device)
+        pred = predict_tiled(
+            module, source, tile, cfg.tile_overlap, cfg.batch_size, module.size_multiple
+        ).clamp(0, 1)[None].cpu()
+        pred_np = pred[0].numpy()
+        dtype = image_dtype(sample.source) if cfg.output_dtype == "input" else np.float32
+        write_tiff(out_dir / "predictions" / f"{sample.name}.tif", to_dtype(pred_np, dtype))
+        if loaded.target is None:
+            rows.append({"image": sample.name, "method": "model"})
+            figures.append({"name": sample.name, "panels": {"input": to_rgb(source[None]), "prediction": to_rgb(pred)}})
+            continue
+        target = torch.from_numpy(loaded.target)[None]
+        rows.append({"image": sample.name, "method": "model", **per_image_metrics(pred, target, lpips)[0]})
+        maps = image_maps(pred, target, lpips)
+        for name, value in maps.items():
+            array = value[0, 0].numpy()
+            write_tiff(out_dir / "maps" / f"{sample.name}_{name}.tif", array.astype(np.float32))
+        panels = {
+            "input": to_rgb(source[None].cpu()), "prediction": to_rgb(pred), "target": to_rgb(target),
+            "abs_error": colorize(maps["abs_error"], "magma", 0.0, 0.5),
+            "1-ssim": colorize(1 - maps["ssim"], "viridis", 0.0, 1.0),
+        }
+        if "lpips" in maps:
+            panels["lpips"] = colorize(maps["lpips"], "inferno")
+        for name in ("abs_error", "1-ssim", "lpips"):
+            if name in panels:
+                iio.imwrite(out_dir / "maps" / f"{sample.name}_{name}.png", grid({name: panels[name]}, pad=0))
+        figures.append({"name": sample.name, "panels": panels})
+        if cfg.baselines:
+            source01 = torch.from_numpy(loaded.source)[None]
+            rescaled = source01.mean(1, keepdim=True).expand_as(target) if source01.shape[1] != target.shape[1] else source01
+            rows.append({"image": sample.name, "method": "baseline_input", **per_image_metrics(rescaled, target, lpips)[0]})
+            level = torch.as_tensor(constant if constant is not None else loaded.target.mean((1, 2)), dtype=torch.float32)
+            flat = level.view(1, -1, 1, 1).expand_as(target).contiguous()
+            rows.append({"image": sample.name, "method": "baseline_mean", **per_image_metrics(flat, target, lpips)[0]})
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    columns = ["image", "method", *[m for m in METRICS if any(m in r for r in rows)]]
+    with open(out_dir / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = {
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "output_dir": str(out_dir),
+        "input": str(cfg.input) if cfg.input else f"{cfg.stage} split of the checkpoint's data",
+        "n_images": len(samples),
+        "tile_size": tile,
+        "lpips": "computed" if lpips.available else "skipped: trunk weights not on this machine",
+        "constant_baseline": "mean of the training targets" if constant is not None else "mean of each target",
+        "metrics": {m: _summarise([r for r in rows if r["method"] == m]) for m in methods},
+        "higher_is_better": {k: v for k, v in HIGHER_IS_BETTER.items()},
+        "duration_s": round(time.time() - started, 1),
+    }
+    write_json(out_dir / "summary.json", summary)
+    report = write_report(out_dir, summary, rows, figures[: cfg.max_report_images], cfg.report)
+    rank_zero_info(f"Evaluation written to {out_dir} (report: {report.name})")
+    return summary

@@ -1,0 +1,89 @@
+"""The evaluation report: metric table, what each metric means, and a figure grid per image."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+
+from stainless.visuals import grid
+
+EXPLANATIONS = {
+    "mse": "Mean squared error of intensities (0 is perfect). Dominated by large errors on bright structures; "
+    "blind to whether an error is a shifted edge or an invented object.",
+    "mae": "Mean absolute error of intensities (0 is perfect). Like MSE but less dominated by a few large errors.",
+    "psnr": "Peak signal-to-noise ratio in dB (higher is better): MSE on a log scale relative to the intensity "
+    "range. Says nothing about structure.",
+    "ssim": "Structural similarity (1 is identical): compares local means, contrasts and correlations in 11 px "
+    "windows. Sensitive to blur and texture, but a plausible invented nucleus can still score well.",
+    "pearson": "Pearson correlation of pixel intensities (1 is perfect): insensitive to brightness and contrast "
+    "offsets, so it measures whether bright and dark places agree.",
+    "lpips": "Learned perceptual distance (0 is identical) from deep features of an ImageNet network. Closer to "
+    "how images look than MSE, but trained on natural photographs, not microscopy.",
+}
+MAPS = (
+    "Maps: absolute error (bright = large error), 1-SSIM (bright = locally dissimilar), LPIPS (bright = "
+    "perceptually different, when available). Object-level counts of invented or missed nuclei answer what "
+    "these pixel scores cannot."
+)
+
+
+def _table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    methods = summary["metrics"]
+    names = [m for m in EXPLANATIONS if any(m in v for v in methods.values())]
+    rows = []
+    for method, stats in methods.items():
+        rows.append([method] + [f"{stats[n]['mean']:.4g} ± {stats[n]['std']:.2g}" if n in stats else "" for n in names])
+    return ["method", *names], rows
+
+
+def write_report(
+    out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]], figures: list[dict[str, Any]], kind: str
+) -> Path:
+    """Write ``figures/<image>.png`` and ``report.html`` (or ``report.md`` for ``kind="markdown"``)."""
+    figure_dir = out_dir / "figures"
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    pictures = []
+    for figure in figures:
+        path = figure_dir / f"{figure['name']}.png"
+        iio.imwrite(path, grid(figure["panels"]))
+        pictures.append((figure["name"], path.relative_to(out_dir).as_posix(), list(figure["panels"])))
+    header, table = _table(summary)
+    present = [n for n in EXPLANATIONS if n in header]
+    if kind == "markdown":
+        lines = [f"# stainless evaluation", "", f"Checkpoint: `{summary['checkpoint']}`  ", f"Input: {summary['input']}  ",
+                 f"Images: {summary['n_images']}; LPIPS: {summary['lpips']}", ""]
+        if table:
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(r) + " |" for r in table]
+        lines += ["", "## What the numbers measure", ""] + [f"- **{n}**: {EXPLANATIONS[n]}" for n in present]
+        lines += ["", MAPS, "", "## Figures", ""]
+        for name, rel, cols in pictures:
+            lines += [f"**{name}** ({', '.join(cols)})", "", f"![{name}]({rel})", ""]
+        path = out_dir / "report.md"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+    esc = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>stainless evaluation</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style></head><body>",
+        "<h1>stainless evaluation</h1>",
+        f"<p>Checkpoint: <code>{esc(summary['checkpoint'])}</code><br>Input: {esc(summary['input'])}<br>"
+        f"Images: {summary['n_images']}; LPIPS: {esc(summary['lpips'])}</p>",
+    ]
+    if table:
+        parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in table]
+        parts.append("</table><p>Mean ± standard deviation over images.</p>")
+    parts.append("<h2>What the numbers measure</h2><ul>")
+    parts += [f"<li><b>{n}</b>: {esc(EXPLANATIONS[n])}</li>" for n in present]
+    parts.append(f"</ul><p>{esc(MAPS)}</p><h2>Figures</h2>")
+    for name, rel, cols in pictures:
+        parts.append(f"<h3>{esc(name)}</h3><p>Columns: {esc(', '.join(cols))}</p><img src='{esc(rel)}'>")
+    parts.append("</body></html>")
+    path = out_dir / "report.html"
+    path.write_text("\n".join(parts))
+    return path

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -18,14 +18,10 @@ os.environ.setdefault("WANDB_SILENT", "true")
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 TINY = [
-    "data.synthetic.n_images=6",
-    "data.synthetic.size=64",
     "data.patch_size=32",
     "data.patches_per_image=2",
     "data.batch_size=4",
     "data.num_workers=0",
-    "backbone.num_downs=5",
-    "backbone.ngf=8",
     "model.discriminator.ndf=8",
     "model.discriminator.n_layers=2",
     "trainer.max_epochs=1",
@@ -33,9 +29,10 @@ TINY = [
     "trainer.limit_val_batches=2",
     "trainer.num_sanity_val_steps=0",
     "trainer.enable_model_summary=false",
-    "callbacks.progress_bar.refresh_rate=0",
     "print_config=false",
 ]
+# Applied after composition where the key exists (they depend on the chosen group options).
+TINY_IF_PRESENT = {"data.synthetic.n_images": 6, "data.synthetic.size": 64, "backbone.num_downs": 5, "backbone.ngf": 8, "callbacks.progress_bar.refresh_rate": 0}
 
 
 def compose_config(config_name: str, overrides: list[str], tmp_path: Path) -> DictConfig:
@@ -63,6 +60,10 @@ def cfg_train(tmp_path: Path):
         cfg = compose_config("train", [*TINY, *overrides], tmp_path)
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / run)
+            for key, value in TINY_IF_PRESENT.items():
+                explicit = any(o.split("=")[0].lstrip("+~") == key for o in overrides)
+                if OmegaConf.select(cfg, key) is not None and not explicit:
+                    OmegaConf.update(cfg, key, value)
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
         return cfg
 

@@ -6,6 +6,7 @@ All images are float tensors (N, C, H, W) in [0, 1].
 from __future__ import annotations
 
 import re
+import warnings
 
 import torch
 from torch import nn
@@ -57,7 +58,9 @@ class LPIPSScorer:
             return
         import lpips
 
-        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+        with warnings.catch_warnings():  # lpips calls torchvision's deprecated `pretrained=` argument
+            warnings.simplefilter("ignore", UserWarning)
+            model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
         trunk_state = torch.load(trunk, map_location="cpu", weights_only=True)
         # lpips keeps torchvision's `features[i]` layers as `slice<k>.<i>`: map the names across.
         mapped = {key: trunk_state[re.sub(r"^slice\d+\.", "features.", key)] for key in model.net.state_dict()}

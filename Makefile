@@ -6,11 +6,10 @@ STAMP := $(VENV)/.installed
 # The newest PyTorch this project's machines provide; pip takes them from the local wheel cache.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(PY) -m pip install -q $(TORCH) 2>&1 | grep -v "is ignored" || true
 	$(PY) -m pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import stainless, torch, lightning, segmentation_models_pytorch, lpips, wandb, albumentations"

@@ -81,6 +81,8 @@ def test_every_callbacks_option_instantiates(cfg_train, callbacks):
     cfg = cfg_train(f"callbacks={callbacks}")
     built = build_callbacks(cfg.get("callbacks"))
     names = {type(c).__name__ for c in built}
+    if "ModelCheckpoint" in names:  # the best by the monitored metric, and last.ckpt every epoch
+        assert {c.monitor for c in built if type(c).__name__ == "ModelCheckpoint"} == {cfg.monitor, None}
     expected = {
         "default": {"ModelCheckpoint", "EarlyStopping", "ImageLogger", "TQDMProgressBar"},
         "none": set(),

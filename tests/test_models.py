@@ -59,6 +59,8 @@ def test_one_gan_step_moves_both_networks_with_finite_losses():
     module.log_dict = lambda d, **k: logged.update({n: float(v.detach()) for n, v in d.items()})
     module.log = lambda n, v, **k: logged.update({n: float(v.detach())})
     module.toggled_optimizer = lambda opt: torch.enable_grad()
+    module.clip_gradients = lambda *a, **k: None
+    module._trainer = type("T", (), {"num_training_batches": 10})()
     batch = {"source": torch.rand(2, 1, 32, 32), "target": torch.rand(2, 1, 32, 32)}
     module.training_step(batch, 0)
     assert all(torch.isfinite(torch.tensor(v)) for v in logged.values())

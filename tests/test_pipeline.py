@@ -147,3 +147,44 @@ def test_unsafe_or_foreign_checkpoints_are_refused(tmp_path):
     torch.save({"state_dict": {}}, plain)
     with pytest.raises(CheckpointError, match="plain.ckpt: not a stainless checkpoint"):
         module_from_checkpoint(plain)
+
+
+def test_lr_schedule_is_stepped_each_epoch(cfg_train):
+    cfg = cfg_train(
+        "trainer.max_epochs=2", "model.lr=1e-3",
+        "+model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.5}",
+    )
+    train(cfg)
+    ckpt = load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    lrs = [group["lr"] for state in ckpt["optimizer_states"] for group in state["param_groups"]]
+    assert lrs == pytest.approx([1e-3 * 0.25, 1e-3 * 0.25])  # generator and discriminator, halved twice
+
+
+def test_tensorboard_receives_the_picture_grid(cfg_train):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = cfg_train("logger=tensorboard")
+    train(cfg)
+    images, scalars = set(), set()
+    for events in (Path(cfg.paths.output_dir) / "tensorboard").rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"images": 0})
+        acc.Reload()
+        images |= set(acc.Tags()["images"])
+        scalars |= set(acc.Tags()["scalars"])
+    assert "val/visuals" in images and "val/ssim" in scalars
+
+
+def test_given_validation_and_test_folders_are_used(cfg_train, tmp_path):
+    from stainless.data.synthetic import generate_nuclei_dataset
+
+    train_root = generate_nuclei_dataset(tmp_path / "tr", n_images=3, size=64, seed=1)
+    val_root = generate_nuclei_dataset(tmp_path / "va", n_images=2, size=64, seed=2)
+    cfg = cfg_train(
+        "data=paired_folders", f"data.source_dir={train_root / 'membrane'}", f"data.target_dir={train_root / 'nuclei'}",
+        f"data.split.val={{source_dir:{val_root / 'membrane'},target_dir:{val_root / 'nuclei'}}}",
+        f"data.split.test={{source_dir:{val_root / 'membrane'},target_dir:{val_root / 'nuclei'}}}",
+    )
+    train(cfg)
+    summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    assert len(summary["samples"]["train"]) == 3 and len(summary["samples"]["val"]) == 2
+    assert "test/ssim" in summary["metrics"]

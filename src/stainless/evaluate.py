@@ -11,7 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from stainless.checkpoint import CheckpointError, module_from_checkpoint
 from stainless.data.datamodule import MicroscopyDataModule
@@ -21,7 +21,7 @@ from stainless.io import IMAGE_SUFFIXES, ImageReadError, image_dtype, to_dtype, 
 from stainless.metrics.image import HIGHER_IS_BETTER, LPIPSScorer, image_maps, per_image_metrics
 from stainless.report import write_report
 from stainless.tiling import predict_tiled
-from stainless.utils.logging import write_json
+from stainless.utils.logging import save_config, write_json
 from stainless.visuals import colorize, grid, to_rgb
 
 METRICS = ("mse", "mae", "psnr", "ssim", "pearson", "lpips")
@@ -83,7 +83,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """
     started = time.time()
     out_dir = Path(cfg.paths.output_dir)
-    OmegaConf.save(cfg, out_dir / "config_resolved.yaml", resolve=True)
+    save_config(cfg, out_dir / "config_resolved.yaml")
     module, checkpoint = module_from_checkpoint(cfg.ckpt_path)
     device = _device(cfg.device)
     module.to(device)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stainless.checkpoint import init_weights_from
 from stainless.utils.config import flatten, to_plain
-from stainless.utils.logging import build_callbacks, build_loggers, write_json
+from stainless.utils.logging import build_callbacks, build_loggers, save_config, write_json
 
 
 def build(config: Any, **extra: Any) -> Any:
@@ -28,12 +28,8 @@ def build(config: Any, **extra: Any) -> Any:
     return cls(**kwargs, **extra)
 
 
-def _last_checkpoint(checkpoint: ModelCheckpoint | None) -> str | None:
-    if checkpoint is None:
-        return None
-    if checkpoint.last_model_path:
-        return checkpoint.last_model_path
-    last = Path(checkpoint.dirpath or "") / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+def _last_checkpoint(output_dir: Path) -> str | None:
+    last = output_dir / "checkpoints" / "last.ckpt"
     return str(last) if last.is_file() else None
 
 
@@ -49,7 +45,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
     if cfg.get("print_config", True):
         rank_zero_info(OmegaConf.to_yaml(cfg, resolve=True))
-    OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
+    save_config(cfg, output_dir / "config_resolved.yaml")
 
     datamodule = build(cfg.data)
     datamodule.prepare_data()
@@ -68,7 +64,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
-    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     if cfg.get("test") and datamodule.samples.get("test"):
         trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
@@ -80,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "monitor": checkpoint.monitor if checkpoint else None,
         "best_model_path": best,
         "best_model_score": float(checkpoint.best_model_score) if best and checkpoint.best_model_score is not None else None,
-        "last_model_path": _last_checkpoint(checkpoint),
+        "last_model_path": _last_checkpoint(output_dir),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "duration_s": round(time.time() - started, 1),

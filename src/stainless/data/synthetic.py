@@ -156,9 +156,14 @@ def generate_nuclei_dataset(
             for kind, image in sample.items():
                 write_tiff(tmp / kind / f"img_{index:03d}.tif", image)
         (tmp / MANIFEST).write_text(json.dumps(params, indent=2))
-        if root.exists():
+        if root.exists() and overwrite:
             shutil.rmtree(root)
-        os.replace(tmp, root)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            # Another process (e.g. another DDP rank) finished the same dataset first: use theirs.
+            if not (manifest.is_file() and json.loads(manifest.read_text()) == params):
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root

@@ -99,9 +99,17 @@ class Pix2PixModule(StainlessModule):
                 "lower the learning rate or check the data. The last good checkpoint is kept."
             )
 
+    def _optimise(self, optimizer, loss: torch.Tensor, name: str) -> None:
+        """One manual optimiser step: check, backward, clip (if configured), step."""
+        self._check_finite(name, loss)
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val, gradient_clip_algorithm="norm")
+        optimizer.step()
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        hp = self.hparams
-        weights = hp.loss
+        weights = self.hparams.loss
         x, y = batch["source"] * 2 - 1, batch["target"] * 2 - 1
         opt_g, opt_d = self.optimizers()
         fake = self.generator(x)
@@ -113,12 +121,7 @@ class Pix2PixModule(StainlessModule):
             loss_d = 0.5 * (
                 adversarial_loss(kind, real_logits, True, True) + adversarial_loss(kind, fake_logits, False, True)
             )
-            self._check_finite("train/loss_d", loss_d)
-            opt_d.zero_grad()
-            self.manual_backward(loss_d)
-            if hp.gradient_clip_val:
-                self.clip_gradients(opt_d, gradient_clip_val=hp.gradient_clip_val, gradient_clip_algorithm="norm")
-            opt_d.step()
+            self._optimise(opt_d, loss_d, "train/loss_d")
 
         with self.toggled_optimizer(opt_g):
             loss_adv = adversarial_loss(kind, self.discriminator(torch.cat([x, fake], 1)), True, False)
@@ -129,18 +132,17 @@ class Pix2PixModule(StainlessModule):
                 loss_p = self.lpips.differentiable((fake + 1) / 2, (y + 1) / 2).mean()
                 loss_g = loss_g + weights["perceptual_weight"] * loss_p
                 logs["train/loss_g_perceptual"] = loss_p
-            self._check_finite("train/loss_g", loss_g)
-            opt_g.zero_grad()
-            self.manual_backward(loss_g)
-            if hp.gradient_clip_val:
-                self.clip_gradients(opt_g, gradient_clip_val=hp.gradient_clip_val, gradient_clip_algorithm="norm")
-            opt_g.step()
+            self._optimise(opt_g, loss_g, "train/loss_g")
         logs["train/loss_g"] = loss_g
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=x.shape[0])
         self.log("train/l1", loss_l1, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0])
 
-    def on_train_epoch_end(self) -> None:
-        # Manual optimisation: schedulers are stepped by hand, once per epoch.
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            self._step_schedulers()
+
+    def _step_schedulers(self) -> None:
+        # Manual optimisation: schedulers are stepped by hand, once per epoch, after the epoch's last batch
+        # and so before that epoch's checkpoint is written (a resumed run continues the same schedule).
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
             scheduler.step()

@@ -61,3 +61,12 @@ def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_jsonable(data), indent=2, allow_nan=True) + "\n")
+
+
+@rank_zero_only
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Save the resolved config beside the run's results (rank zero only)."""
+    from omegaconf import OmegaConf
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, path, resolve=True)

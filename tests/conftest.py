@@ -22,8 +22,6 @@ TINY = [
     "data.patches_per_image=2",
     "data.batch_size=4",
     "data.num_workers=0",
-    "model.discriminator.ndf=8",
-    "model.discriminator.n_layers=2",
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=2",
     "trainer.limit_val_batches=2",
@@ -32,7 +30,8 @@ TINY = [
     "print_config=false",
 ]
 # Applied after composition where the key exists (they depend on the chosen group options).
-TINY_IF_PRESENT = {"data.synthetic.n_images": 6, "data.synthetic.size": 64, "backbone.num_downs": 5, "backbone.ngf": 8, "callbacks.progress_bar.refresh_rate": 0}
+TINY_IF_PRESENT = {"data.synthetic.n_images": 6, "data.synthetic.size": 64, "backbone.num_downs": 5, "backbone.ngf": 8, "callbacks.progress_bar.refresh_rate": 0,
+                   "model.discriminator.ndf": 8, "model.discriminator.n_layers": 2}
 
 
 def compose_config(config_name: str, overrides: list[str], tmp_path: Path) -> DictConfig:

@@ -52,6 +52,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("fit")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     init_from = model_cfg.pop("init_from", None)
+    loss_cfg = model_cfg.get("loss") or {}
+    if loss_cfg.get("pos_weight") == "auto":
+        fraction = datamodule.positive_fraction()
+        loss_cfg["pos_weight"] = (1 - fraction) / max(fraction, 1e-6)
+        rank_zero_info(f"loss.pos_weight=auto: {fraction:.3f} of training pixels are foreground -> {loss_cfg['pos_weight']:.2f}")
     model = build(model_cfg, in_channels=datamodule.in_channels, out_channels=datamodule.out_channels)
     init_report = init_weights_from(model, init_from) if init_from else None
 

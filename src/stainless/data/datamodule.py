@@ -9,9 +9,12 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from stainless.data.datasets import PairedImageDataset
-from stainless.data.samples import Sample, multichannel_samples, paired_folder_samples, split_samples
+from stainless.data.samples import Sample, labelme_samples, multichannel_samples, paired_folder_samples, split_samples
 
-GENERATORS = {"nuclei": "stainless.data.synthetic.generate_nuclei_dataset"}
+GENERATORS = {
+    "nuclei": "stainless.data.synthetic.generate_nuclei_dataset",
+    "rbc": "stainless.data.synthetic_rbc.generate_rbc_dataset",
+}
 
 
 class MicroscopyDataModule(L.LightningDataModule):
@@ -38,6 +41,9 @@ class MicroscopyDataModule(L.LightningDataModule):
         synthetic: when set, ``generate`` the named synthetic dataset (``kind`` and generator arguments)
             into ``root`` on first use.
         cache: keep decoded images in memory.
+        labelme_dir: folder of LabelMe JSON files (instead of source/target folders); shapes become masks.
+        label_map: LabelMe label name -> class index (null: every shape is foreground class 1).
+        mask_mode: how mask images are read: binary, classes or instances (see ``load_sample``).
     """
 
     def __init__(
@@ -61,6 +67,9 @@ class MicroscopyDataModule(L.LightningDataModule):
         augmentation: Mapping[str, Any] | None = None,
         synthetic: Mapping[str, Any] | None = None,
         cache: bool = True,
+        labelme_dir: str | None = None,
+        label_map: Mapping[str, int] | None = None,
+        mask_mode: str = "binary",
     ):
         super().__init__()
         # Plain values only (see stainless.utils.config.to_plain): checkpoints stay loadable with weights_only.
@@ -84,10 +93,12 @@ class MicroscopyDataModule(L.LightningDataModule):
 
     def _find(self, spec: Mapping[str, Any]) -> list[Sample]:
         hp = self.hparams
+        if spec.get("labelme_dir"):
+            return labelme_samples(spec["labelme_dir"])
         if spec.get("files_dir"):
             return multichannel_samples(spec["files_dir"], hp.source_channels, hp.target_channels, spec.get("label_dir"))
         if not spec.get("source_dir"):
-            raise ValueError("data: set source_dir (with target_dir) or files_dir")
+            raise ValueError("data: set source_dir (with target_dir), files_dir or labelme_dir")
         return paired_folder_samples(
             spec["source_dir"], spec.get("target_dir"), spec.get("label_dir"), hp.source_channels, hp.target_channels
         )
@@ -104,7 +115,8 @@ class MicroscopyDataModule(L.LightningDataModule):
                 "test": self._find(split["test"]) if split.get("test") else [],
             }
         return split_samples(
-            everything, split.get("val_fraction", 0.15), split.get("test_fraction", 0.15), split.get("seed", 0)
+            everything, split.get("val_fraction", 0.15), split.get("test_fraction", 0.15), split.get("seed", 0),
+            split.get("mode", "random"),
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -115,7 +127,7 @@ class MicroscopyDataModule(L.LightningDataModule):
         augmentation = hp.augmentation or {}
         common = dict(
             normalization=hp.normalization or {}, patch_size=hp.patch_size, target_type=hp.target_type,
-            cache=hp.cache, channel_axis=hp.channel_axis,
+            cache=hp.cache, channel_axis=hp.channel_axis, **self.load_options,
         )
         self.datasets["train"] = PairedImageDataset(
             self.samples["train"], train=True, patches_per_image=hp.patches_per_image,
@@ -123,6 +135,19 @@ class MicroscopyDataModule(L.LightningDataModule):
         )
         for stage_name in ("val", "test"):
             self.datasets[stage_name] = PairedImageDataset(self.samples[stage_name], train=False, **common)
+
+    @property
+    def load_options(self) -> dict[str, Any]:
+        """Mask and LabelMe reading options shared by every dataset of this module."""
+        hp = self.hparams
+        return {"mask_mode": hp.mask_mode, "label_map": hp.label_map, "labelme_root": hp.labelme_dir}
+
+    def positive_fraction(self) -> float:
+        """Fraction of foreground pixels in the training masks (for a BCE positive-class weight)."""
+        dataset = self.datasets["train"]
+        counts = [(int((dataset.load(i).target > 0).sum()), dataset.load(i).target.size) for i in range(len(dataset.samples))]
+        positive, total = map(sum, zip(*counts))
+        return positive / max(total, 1)
 
     # -- shapes the model needs -------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stainless.data.samples import Sample
+from stainless.data.labelme import rasterize_labelme, read_labelme_image
 from stainless.io import ImageReadError, normalize, read_image
 
 
@@ -28,23 +29,42 @@ def load_sample(
     normalization: Mapping[str, Any],
     target_type: str = "image",
     channel_axis: int | str = "auto",
+    mask_mode: str = "binary",
+    label_map: Mapping[str, int] | None = None,
+    labelme_root: str | None = None,
 ) -> LoadedSample:
     """Read and normalise one sample.
 
     Args:
-        sample: where the files are.
+        sample: where the files are; a ``.json`` source is a LabelMe file (image and shapes).
         normalization: keyword arguments of :func:`stainless.io.normalize` (applied to images, never to masks).
-        target_type: ``"image"`` (normalised like the input) or ``"mask"`` (integer classes, kept as is).
+        target_type: ``"image"`` (normalised like the input) or ``"mask"`` (integer classes).
         channel_axis: see :func:`stainless.io.read_image`.
+        mask_mode: how mask files are read: ``binary`` (any non-zero value is foreground), ``classes``
+            (values are class indices) or ``instances`` (values are cell ids: foreground + instance labels).
+        label_map: LabelMe label -> class (None: every shape is class 1).
+        labelme_root: the folder LabelMe ``imagePath`` may not leave (default: each JSON's folder).
 
     Raises:
         ImageReadError: unreadable files, or input, target and labels of different sizes.
     """
+    if sample.source.suffix.lower() == ".json":
+        raw = read_labelme_image(sample.source, labelme_root, sample.source_channels)
+        instances, classes = rasterize_labelme(sample.source, raw.shape[-2:], label_map)
+        return LoadedSample(normalize(raw, **normalization), classes.astype(np.int64), instances.astype(np.int64))
     source = normalize(read_image(sample.source, sample.source_channels, channel_axis), **normalization)
     target = labels = None
     if sample.target is not None:
         raw = read_image(sample.target, sample.target_channels, channel_axis)
-        target = normalize(raw, **normalization) if target_type == "image" else raw[0].astype(np.int64)
+        if target_type == "image":
+            target = normalize(raw, **normalization)
+        else:
+            values = raw[0].astype(np.int64)
+            if mask_mode not in {"binary", "classes", "instances"}:
+                raise ValueError(f"data.mask_mode: unknown {mask_mode!r}; use binary, classes or instances")
+            target = values if mask_mode == "classes" else (values > 0).astype(np.int64)
+            if mask_mode == "instances" and sample.labels is None:
+                labels = values
         if target.shape[-2:] != source.shape[-2:]:
             raise ImageReadError(
                 f"{sample.target}: size {target.shape[-2:]} differs from its input {sample.source} "
@@ -101,6 +121,7 @@ class PairedImageDataset(Dataset):
         target_type: ``"image"`` or ``"mask"``.
         cache: keep decoded images in memory (per worker process).
         channel_axis: see :func:`stainless.io.read_image`.
+        load_options: ``mask_mode``, ``label_map``, ``labelme_root`` of :func:`load_sample`.
     """
 
     def __init__(
@@ -115,8 +136,10 @@ class PairedImageDataset(Dataset):
         target_type: str = "image",
         cache: bool = True,
         channel_axis: int | str = "auto",
+        **load_options: Any,
     ):
         self.samples = list(samples)
+        self.load_options = load_options
         self.normalization = dict(normalization)
         self.patch_size = patch_size
         self.train = train
@@ -147,7 +170,7 @@ class PairedImageDataset(Dataset):
         """The decoded, normalised arrays of sample ``i``."""
         if i in self._cache:
             return self._cache[i]
-        loaded = load_sample(self.samples[i], self.normalization, self.target_type, self.channel_axis)
+        loaded = load_sample(self.samples[i], self.normalization, self.target_type, self.channel_axis, **self.load_options)
         if self.train and min(loaded.source.shape[-2:]) < self.patch_size:
             raise ImageReadError(
                 f"{self.samples[i].source}: image size {loaded.source.shape[-2:]} is smaller than the patch size "

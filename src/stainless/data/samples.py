@@ -98,16 +98,22 @@ def multichannel_samples(
 
 
 def split_samples(
-    samples: Sequence[Sample], val_fraction: float, test_fraction: float, seed: int
+    samples: Sequence[Sample], val_fraction: float, test_fraction: float, seed: int, mode: str = "random"
 ) -> dict[str, list[Sample]]:
-    """Shuffle with ``seed`` and cut into train/val/test; each non-empty fraction gets at least one sample.
+    """Cut samples into train/val/test; each non-empty fraction gets at least one sample.
+
+    Args:
+        mode: ``random`` (shuffled with ``seed``) or ``last`` (in name order: training first, then test,
+            then validation last, as Keras' ``validation_split`` does).
 
     Raises:
         ValueError: the fractions leave no training sample.
     """
-    order = np.random.default_rng(seed).permutation(len(samples))
+    if mode not in {"random", "last"}:
+        raise ValueError(f"data.split.mode: unknown {mode!r}; use random or last")
+    n = len(samples)
+    order = np.random.default_rng(seed).permutation(n) if mode == "random" else np.arange(n)[::-1]
     shuffled = [samples[i] for i in order]
-    n = len(shuffled)
 
     def count(fraction: float) -> int:
         return 0 if fraction <= 0 else max(1, int(round(fraction * n)))
@@ -117,8 +123,26 @@ def split_samples(
         raise ValueError(
             f"split: {n} sample(s) cannot give {n_val} validation and {n_test} test sample(s) and still train"
         )
-    return {
+    split = {
         "val": shuffled[:n_val],
         "test": shuffled[n_val : n_val + n_test],
         "train": shuffled[n_val + n_test :],
     }
+    if mode == "last":  # back to name order within each part
+        split = {k: v[::-1] for k, v in split.items()}
+    return split
+
+
+def labelme_samples(folder: str | Path) -> list[Sample]:
+    """One sample per LabelMe JSON file in ``folder`` (image and annotation come from the JSON).
+
+    Raises:
+        ImageReadError: the folder is missing or has no JSON file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageReadError(f"{folder}: folder does not exist")
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise ImageReadError(f"{folder}: no LabelMe .json files in this folder")
+    return [Sample(name=path.stem, source=path) for path in files]

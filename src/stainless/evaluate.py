@@ -19,6 +19,8 @@ from stainless.data.datasets import load_sample
 from stainless.data.samples import Sample, paired_folder_samples
 from stainless.io import IMAGE_SUFFIXES, ImageReadError, image_dtype, to_dtype, write_tiff
 from stainless.metrics.image import HIGHER_IS_BETTER, LPIPSScorer, image_maps, per_image_metrics
+from stainless.evaluate_segmentation import analyse_videos, evaluate_segmentation, report_segmentation
+from stainless.models.segmentation_module import SegmentationModule
 from stainless.report import write_report
 from stainless.tiling import predict_tiled
 from stainless.utils.logging import save_config, write_json
@@ -71,6 +73,22 @@ def _train_target_mean(datamodule: MicroscopyDataModule, samples: dict[str, list
     return np.mean(means, axis=0) if means else None
 
 
+def _evaluate_segmenter(cfg, module, checkpoint, out_dir: Path, device, started: float) -> dict[str, Any]:
+    if cfg.videos:
+        summary = analyse_videos(cfg, module, checkpoint, out_dir)
+        report = None
+    else:
+        summary = evaluate_segmentation(cfg, module, checkpoint, out_dir, device)
+        summary["checkpoint"] = str(Path(cfg.ckpt_path).resolve())
+        summary["input"] = str(cfg.input) if cfg.input else f"{cfg.stage} split of the checkpoint's data"
+        report = report_segmentation(out_dir, summary, cfg)
+    summary.update(checkpoint=str(Path(cfg.ckpt_path).resolve()), output_dir=str(out_dir),
+                   duration_s=round(time.time() - started, 1))
+    write_json(out_dir / "summary.json", summary)
+    rank_zero_info(f"Evaluation written to {out_dir}" + (f" (report: {report.name})" if report else ""))
+    return summary
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Predict with a checkpoint, score against targets when there are any, write files and a report.
 
@@ -90,6 +108,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_hp = checkpoint.get("datamodule_hyper_parameters")
     if not data_hp:
         raise CheckpointError(f"{cfg.ckpt_path}: holds no data settings (was it written by stainless train?)")
+    if isinstance(module, SegmentationModule):
+        return _evaluate_segmenter(cfg, module, checkpoint, out_dir, device, started)
+    if cfg.videos:
+        raise ValueError("videos=...: video analysis needs a segmentation checkpoint")
     datamodule = MicroscopyDataModule(**data_hp)
     if cfg.input:
         samples = _input_samples(cfg, data_hp)

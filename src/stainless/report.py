@@ -30,9 +30,22 @@ MAPS = (
 )
 
 
-def _table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+SEGMENTATION_EXPLANATIONS = {
+    "iou": "Intersection over union of the thresholded mask with the truth (1 is perfect): the fraction of the "
+    "union of both masks that they share. Blind to whether touching cells were split.",
+    "dice": "Dice coefficient (F1 of pixels, 1 is perfect); always at least as high as IoU.",
+    "precision": "Fraction of predicted foreground pixels that are truly foreground (low: spurious regions).",
+    "recall": "Fraction of true foreground pixels that were found (low: missed or eroded cells).",
+    "object_f1": "F1 of cells matched one-to-one at IoU >= 0.5: counts whole cells found, missed or invented, "
+    "which pixel scores cannot.",
+    "missed": "True cells without a predicted partner at IoU >= 0.5.",
+    "spurious": "Predicted cells without a true partner at IoU >= 0.5.",
+}
+
+
+def _table(summary: dict[str, Any], explanations: dict[str, str]) -> tuple[list[str], list[list[str]]]:
     methods = summary["metrics"]
-    names = [m for m in EXPLANATIONS if any(m in v for v in methods.values())]
+    names = [m for m in explanations if any(m in v for v in methods.values())]
     rows = []
     for method, stats in methods.items():
         rows.append([method] + [f"{stats[n]['mean']:.4g} ± {stats[n]['std']:.2g}" if n in stats else "" for n in names])
@@ -40,9 +53,11 @@ def _table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def write_report(
-    out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]], figures: list[dict[str, Any]], kind: str
+    out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]], figures: list[dict[str, Any]], kind: str,
+    explanations: dict[str, str] | None = None, notes: str = MAPS,
 ) -> Path:
     """Write ``figures/<image>.png`` and ``report.html`` (or ``report.md`` for ``kind="markdown"``)."""
+    explanations = explanations or EXPLANATIONS
     figure_dir = out_dir / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
     pictures = []
@@ -50,16 +65,16 @@ def write_report(
         path = figure_dir / f"{figure['name']}.png"
         iio.imwrite(path, grid(figure["panels"]))
         pictures.append((figure["name"], path.relative_to(out_dir).as_posix(), list(figure["panels"])))
-    header, table = _table(summary)
-    present = [n for n in EXPLANATIONS if n in header]
+    header, table = _table(summary, explanations)
+    present = [n for n in explanations if n in header]
     if kind == "markdown":
         lines = [f"# stainless evaluation", "", f"Checkpoint: `{summary['checkpoint']}`  ", f"Input: {summary['input']}  ",
-                 f"Images: {summary['n_images']}; LPIPS: {summary['lpips']}", ""]
+                 f"Images: {summary['n_images']}; LPIPS: {summary.get('lpips', 'not used')}", ""]
         if table:
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(r) + " |" for r in table]
-        lines += ["", "## What the numbers measure", ""] + [f"- **{n}**: {EXPLANATIONS[n]}" for n in present]
-        lines += ["", MAPS, "", "## Figures", ""]
+        lines += ["", "## What the numbers measure", ""] + [f"- **{n}**: {explanations[n]}" for n in present]
+        lines += ["", notes, "", "## Figures", ""]
         for name, rel, cols in pictures:
             lines += [f"**{name}** ({', '.join(cols)})", "", f"![{name}]({rel})", ""]
         path = out_dir / "report.md"
@@ -72,15 +87,15 @@ def write_report(
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style></head><body>",
         "<h1>stainless evaluation</h1>",
         f"<p>Checkpoint: <code>{esc(summary['checkpoint'])}</code><br>Input: {esc(summary['input'])}<br>"
-        f"Images: {summary['n_images']}; LPIPS: {esc(summary['lpips'])}</p>",
+        f"Images: {summary['n_images']}; LPIPS: {esc(summary.get('lpips', 'not used'))}</p>",
     ]
     if table:
         parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in table]
         parts.append("</table><p>Mean ± standard deviation over images.</p>")
     parts.append("<h2>What the numbers measure</h2><ul>")
-    parts += [f"<li><b>{n}</b>: {esc(EXPLANATIONS[n])}</li>" for n in present]
-    parts.append(f"</ul><p>{esc(MAPS)}</p><h2>Figures</h2>")
+    parts += [f"<li><b>{n}</b>: {esc(explanations[n])}</li>" for n in present]
+    parts.append(f"</ul><p>{esc(notes)}</p><h2>Figures</h2>")
     for name, rel, cols in pictures:
         parts.append(f"<h3>{esc(name)}</h3><p>Columns: {esc(', '.join(cols))}</p><img src='{esc(rel)}'>")
     parts.append("</body></html>")

@@ -93,7 +93,7 @@ def generate_rbc_dataset(
     size: int = 256,
     cells_per_frame: int = 14,
     radius: tuple[float, float] = (11.0, 16.0),
-    video_frames: int = 60,
+    video_frames: int = 80,
     frame_interval: float = 1.0,
     video_cells: int = 12,
     seed: int = 0,

@@ -1,0 +1,163 @@
+"""Evaluating a segmentation checkpoint: pixel and object scores on images, and cells over time in videos."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from stainless.data.datamodule import MicroscopyDataModule
+from stainless.data.datasets import load_sample
+from stainless.data.samples import Sample, paired_folder_samples
+from stainless.io import IMAGE_SUFFIXES, ImageReadError, write_tiff
+from stainless.metrics.objects import IOU_THRESHOLDS, instances_from_mask, match_objects
+from stainless.report import SEGMENTATION_EXPLANATIONS, write_report
+from stainless.tiling import predict_tiled
+from stainless import video as vid
+from stainless.visuals import to_rgb
+
+SWEEP = tuple(np.round(np.arange(0.1, 0.95, 0.1), 2))
+NOTES = (
+    "Overlays: true positives white, false positives red, false negatives blue. Object scores split the "
+    "predicted mask into cells (distance-transform watershed) and match them one-to-one to the true cells."
+)
+
+
+def _probability(module, image: np.ndarray, tile: int, cfg: DictConfig, device) -> np.ndarray:
+    x = torch.from_numpy(image).to(device)
+    fg = lambda b: vid._foreground(module, b)[:, None]  # noqa: E731 - (N,1,H,W) for the tiler
+    return predict_tiled(fg, x, tile, cfg.tile_overlap, cfg.batch_size, module.size_multiple)[0].cpu().numpy()
+
+
+def _overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> torch.Tensor:
+    rgb = to_rgb(torch.from_numpy(image[:1])[None])[0] * 0.6
+    for mask, colour in ((pred & truth, (1, 1, 1)), (pred & ~truth, (1, 0.1, 0.1)), (~pred & truth, (0.1, 0.4, 1))):
+        for c in range(3):
+            rgb[c][torch.from_numpy(mask)] = colour[c]
+    return rgb[None]
+
+
+def _samples(cfg: DictConfig, data_hp: dict[str, Any]) -> list[Sample]:
+    source = Path(cfg.input)
+    if source.is_dir():
+        return paired_folder_samples(source, cfg.target) if cfg.target else [
+            Sample(p.stem, p) for p in sorted(source.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not source.is_file():
+        raise ImageReadError(f"{source}: input file or folder does not exist")
+    return [Sample(source.stem, source, Path(cfg.target) if cfg.target else None)]
+
+
+def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Path, device) -> dict[str, Any]:
+    """Score a segmentation model on images (test split or ``input``) and write files; see ``evaluate``."""
+    data_hp = checkpoint["datamodule_hyper_parameters"]
+    datamodule = MicroscopyDataModule(**data_hp)
+    if cfg.input:
+        samples = _samples(cfg, data_hp)
+    else:
+        datamodule.prepare_data()
+        samples = datamodule.find_samples()[cfg.stage]
+    threshold = module.hparams.threshold
+    tile = cfg.tile_size or 2 * data_hp["patch_size"]
+    rows, figures = [], []
+    (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
+    sweep = {t: [0, 0] for t in SWEEP}  # threshold -> [intersection, union] over all images
+    objects_total = {t: {"tp": 0, "fp": 0, "fn": 0} for t in IOU_THRESHOLDS}
+    for sample in samples:
+        loaded = load_sample(sample, data_hp.get("normalization") or {}, "mask", data_hp.get("channel_axis", "auto"),
+                             **datamodule.load_options)
+        prob = _probability(module, loaded.source, tile, cfg, device)
+        pred = prob > threshold
+        pred_instances = instances_from_mask(pred, cfg.segmentation.min_size, cfg.segmentation.min_distance)
+        write_tiff(out_dir / "predictions" / f"{sample.name}_probability.tif", prob.astype(np.float32))
+        write_tiff(out_dir / "predictions" / f"{sample.name}_labels.tif", pred_instances.astype(np.uint16))
+        if loaded.target is None:
+            rows.append({"image": sample.name, "method": "model", "n_cells": int(pred_instances.max())})
+            continue
+        truth = loaded.target > 0
+        true_instances = loaded.labels if loaded.labels is not None else instances_from_mask(truth, 1, 1)
+        inter, union = (pred & truth).sum(), (pred | truth).sum()
+        tp, fp, fn = inter, (pred & ~truth).sum(), (~pred & truth).sum()
+        matched = match_objects(true_instances, pred_instances)
+        at50 = matched["by_threshold"][0.5]
+        rows.append({
+            "image": sample.name, "method": "model",
+            "iou": inter / union if union else 1.0, "dice": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
+            "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / (tp + fn) if tp + fn else 1.0,
+            "object_f1": at50["f1"], "object_precision": at50["precision"], "object_recall": at50["recall"],
+            "n_true": matched["n_true"], "n_pred": matched["n_pred"],
+            "missed": len(matched["missed"]), "spurious": len(matched["spurious"]),
+        })
+        for t in SWEEP:
+            p = prob > t
+            sweep[t][0] += int((p & truth).sum())
+            sweep[t][1] += int((p | truth).sum())
+        for t, scores in matched["by_threshold"].items():
+            for k in ("tp", "fp", "fn"):
+                objects_total[t][k] += scores[k]
+        overlay = _overlay(loaded.source, pred, truth)
+        iio.imwrite(out_dir / "overlays" / f"{sample.name}.png", (overlay[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+        figures.append({"name": sample.name, "panels": {
+            "input": to_rgb(torch.from_numpy(loaded.source[:1])[None]),
+            "probability": to_rgb(torch.from_numpy(prob)[None, None]), "overlay": overlay}})
+
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out_dir / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    names = ("iou", "dice", "precision", "recall", "object_f1", "missed", "spurious")
+    stats = {n: _stats([r[n] for r in rows if n in r]) for n in names if any(n in r for r in rows)}
+    objects = {}
+    for t, c in objects_total.items():
+        denom = 2 * c["tp"] + c["fp"] + c["fn"]
+        objects[str(t)] = {**c, "precision": c["tp"] / max(c["tp"] + c["fp"], 1),
+                           "recall": c["tp"] / max(c["tp"] + c["fn"], 1), "f1": 2 * c["tp"] / denom if denom else 1.0}
+    return {
+        "kind": "segmentation",
+        "n_images": len(samples),
+        "threshold": threshold,
+        "metrics": {"model": stats} if stats else {},
+        "objects_by_iou": objects,
+        "iou_by_threshold": {str(t): (i / u if u else None) for t, (i, u) in sweep.items()},
+        "_rows": rows, "_figures": figures,
+    }
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std()), "median": float(np.median(a)),
+            "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
+
+
+def report_segmentation(out_dir: Path, summary: dict, cfg: DictConfig) -> Path:
+    rows, figures = summary.pop("_rows"), summary.pop("_figures")
+    return write_report(out_dir, summary, rows, figures[: cfg.max_report_images], cfg.report,
+                        SEGMENTATION_EXPLANATIONS, NOTES)
+
+
+def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path) -> dict[str, Any]:
+    """Cells over time in one video per condition: ``cells.csv``, ``fits.csv``, ``conditions.csv``, plots."""
+    data_hp = checkpoint["datamodule_hyper_parameters"]
+    videos = cfg.videos if not isinstance(cfg.videos, str) else {Path(cfg.videos).stem: cfg.videos}
+    options = cfg.segmentation
+    rows, fits = [], []
+    for condition, path in videos.items():
+        r, f = vid.analyse_video(
+            module, path, str(condition), cfg.frame_interval, out_dir, data_hp.get("normalization") or {},
+            cfg.pixel_size, module.hparams.threshold, options.min_size, options.min_distance,
+            options.max_distance, options.max_gap, options.min_track_fraction, cfg.batch_size,
+        )
+        rows += r
+        fits += f
+    conditions = vid.summarise_conditions(fits)
+    vid.write_csv(out_dir / "cells.csv", rows)
+    vid.write_csv(out_dir / "fits.csv", fits)
+    vid.write_csv(out_dir / "conditions.csv", conditions)
+    vid.plot_results(out_dir, rows, fits, cfg.pixel_size)
+    return {"kind": "video", "videos": {str(k): str(v) for k, v in videos.items()}, "frame_interval_s": cfg.frame_interval,
+            "pixel_size_um": cfg.pixel_size, "conditions": conditions, "n_fitted_cells": len(fits)}

@@ -1,0 +1,290 @@
+"""Cells over time: segment every frame, split and track cells, measure them, fit their shrinking.
+
+Pipeline: frames -> probability maps (batched) -> instances (watershed) -> tracks -> area(t) per cell ->
+exponential-plateau fits -> per-condition summary, CSVs, plots and an overlay video.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+import tifffile
+import torch
+from scipy.optimize import curve_fit, linear_sum_assignment
+from skimage.measure import regionprops
+from tqdm.auto import tqdm
+
+from stainless.io import IMAGE_SUFFIXES, ImageReadError, normalize, read_image
+from stainless.metrics.objects import instances_from_mask
+from stainless.tiling import predict_tiled
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+
+
+def read_frames(path: str | Path) -> np.ndarray:
+    """All frames of a video as float32 (T, C, H, W): mp4/avi (ffmpeg), multi-page TIFF, or a folder of images.
+
+    Raises:
+        ImageReadError: missing or unreadable input, named with the reason.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ImageReadError(f"{path}: no frames (images) in this folder")
+        return np.stack([read_image(p) for p in files])
+    if not path.is_file():
+        raise ImageReadError(f"{path}: video does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            array = tifffile.imread(path).astype(np.float32)
+            if array.ndim == 2:
+                array = array[None]
+            return array[:, None] if array.ndim == 3 else np.moveaxis(array, -1, 1) if array.shape[-1] <= 4 else array
+        if suffix in VIDEO_SUFFIXES:
+            frames = np.asarray(iio.imread(path, plugin="pyav") if _has_pyav() else _ffmpeg_frames(path))
+            return np.moveaxis(frames.astype(np.float32), -1, 1) if frames.ndim == 4 else frames[:, None].astype(np.float32)
+    except Exception as error:
+        raise ImageReadError(f"{path}: cannot read video ({type(error).__name__}: {error})") from None
+    raise ImageReadError(f"{path}: unsupported video format {suffix!r}; use mp4/avi, a TIFF stack or a folder")
+
+
+def _has_pyav() -> bool:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _ffmpeg_frames(path: Path) -> np.ndarray:
+    import imageio.v2 as iio2
+
+    with iio2.get_reader(path, format="FFMPEG") as reader:
+        return np.stack([np.asarray(f) for f in reader])
+
+
+def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> Path:
+    """RGB uint8 frames to mp4 (ffmpeg), or to a multi-page TIFF where ffmpeg is unavailable."""
+    try:
+        import imageio.v2 as iio2
+
+        with iio2.get_writer(path, format="FFMPEG", fps=fps, macro_block_size=1) as writer:
+            for frame in frames:
+                writer.append_data(frame)
+        return path
+    except Exception:
+        fallback = path.with_suffix(".tif")
+        tifffile.imwrite(fallback, np.stack(frames), photometric="rgb")
+        return fallback
+
+
+@torch.no_grad()
+def segment_frames(module, frames: np.ndarray, normalization: dict, batch_size: int = 8,
+                   tile_size: int = 512) -> Iterator[np.ndarray]:
+    """Foreground probability (H, W) of each frame; whole frames in batches when they fit a tile."""
+    device = next(module.parameters()).device
+    multiple = module.size_multiple
+    t, _, h, w = frames.shape
+    if max(h, w) <= tile_size:
+        ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+        for start in range(0, t, batch_size):
+            batch = np.stack([normalize(f, **normalization) for f in frames[start : start + batch_size]])
+            x = torch.from_numpy(batch).to(device)
+            x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h), mode="reflect" if ph - h < h and pw - w < w else "replicate")
+            probs = _foreground(module, x)[:, :h, :w].cpu().numpy()
+            yield from probs
+        return
+    for frame in frames:
+        x = torch.from_numpy(normalize(frame, **normalization)).to(device)
+        yield predict_tiled(lambda b: _foreground(module, b)[:, None], x, tile_size, 0.25, batch_size, multiple)[0].cpu().numpy()
+
+
+def _foreground(module, x: torch.Tensor) -> torch.Tensor:
+    probs = module.probabilities(x)
+    return probs[:, 0] if probs.shape[1] == 1 else 1 - probs[:, 0]
+
+
+def measure(labels: np.ndarray, pixel_size: float | None) -> list[dict[str, float]]:
+    """Area, perimeter, equivalent diameter and circularity of each instance (in µm when pixel_size is set)."""
+    scale = pixel_size or 1.0
+    rows = []
+    for region in regionprops(labels):
+        perimeter = region.perimeter
+        rows.append({
+            "label": int(region.label),
+            "y": float(region.centroid[0]), "x": float(region.centroid[1]),
+            "area": float(region.area) * scale**2,
+            "perimeter": float(perimeter) * scale,
+            "equivalent_diameter": float(region.equivalent_diameter_area) * scale,
+            "circularity": float(4 * np.pi * region.area / perimeter**2) if perimeter > 0 else 0.0,
+        })
+    return rows
+
+
+def track(detections: list[list[dict]], max_distance: float = 15.0, max_gap: int = 2) -> list[list[dict]]:
+    """Link per-frame detections into tracks by centroid distance (optimal assignment per frame).
+
+    Hand-written (about thirty lines) because the linking libraries (trackpy, btrack) would add heavy
+    dependencies for this; scipy's ``linear_sum_assignment`` does the matching. A track survives up to
+    ``max_gap`` frames without a detection (a cell missed for a frame keeps its identity); cells may enter
+    and leave. Each detection gains ``cell`` (track id) and ``frame``.
+    """
+    tracks: list[dict[str, Any]] = []  # {"id", "last_frame", "y", "x"}
+    next_id = 1
+    for frame, cells in enumerate(detections):
+        active = [tr for tr in tracks if frame - tr["last_frame"] <= max_gap + 1]
+        cost = np.full((len(active), len(cells)), 1e6)
+        for i, tr in enumerate(active):
+            for j, cell in enumerate(cells):
+                d = np.hypot(tr["y"] - cell["y"], tr["x"] - cell["x"])
+                if d <= max_distance:
+                    cost[i, j] = d
+        assigned = set()
+        if cost.size:
+            for i, j in zip(*linear_sum_assignment(cost)):
+                if cost[i, j] < 1e6:
+                    active[i].update(last_frame=frame, y=cells[j]["y"], x=cells[j]["x"])
+                    cells[j]["cell"] = active[i]["id"]
+                    assigned.add(j)
+        for j, cell in enumerate(cells):
+            if j not in assigned:
+                tracks.append({"id": next_id, "last_frame": frame, "y": cell["y"], "x": cell["x"]})
+                cell["cell"] = next_id
+                next_id += 1
+            cell["frame"] = frame
+    return detections
+
+
+def shrink_model(t: np.ndarray, a0: float, tau: float, fraction: float) -> np.ndarray:
+    """A(t) = A0 * (f + (1 - f) * exp(-t / tau)): exponential approach to the plateau f * A0."""
+    return a0 * (fraction + (1 - fraction) * np.exp(-t / tau))
+
+
+def fit_shrinking(times: np.ndarray, areas: np.ndarray) -> dict[str, float]:
+    """Least-squares fit of :func:`shrink_model`; NaNs where the curve cannot be fitted."""
+    nan = {"a0": np.nan, "tau": np.nan, "final_fraction": np.nan, "r2": np.nan}
+    if len(times) < 5:
+        return nan
+    span = float(times.max() - times.min()) or 1.0
+    try:
+        (a0, tau, fraction), _ = curve_fit(
+            shrink_model, times - times.min(), areas, p0=(areas[0], span / 4, areas[-1] / max(areas[0], 1e-9)),
+            bounds=([0, 1e-3, 0], [np.inf, 100 * span, 1.5]), maxfev=10000,
+        )
+    except (RuntimeError, ValueError):
+        return nan
+    residual = areas - shrink_model(times - times.min(), a0, tau, fraction)
+    r2 = 1 - residual.var() / max(areas.var(), 1e-12)
+    return {"a0": float(a0), "tau": float(tau), "final_fraction": float(fraction), "r2": float(r2)}
+
+
+def _overlay(frame: np.ndarray, labels: np.ndarray, ids: dict[int, int]) -> np.ndarray:
+    import cv2
+    from skimage.segmentation import find_boundaries
+
+    grey = frame[0] if frame.ndim == 3 else frame
+    grey = normalize(grey[None], low=0.5, high=99.5)[0]
+    rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, -1)
+    rgb[find_boundaries(labels)] = (255, 200, 0)
+    for region in regionprops(labels):
+        if region.label in ids:
+            y, x = map(int, region.centroid)
+            cv2.putText(rgb, str(ids[region.label]), (x - 6, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 40, 40), 1)
+    return rgb
+
+
+def analyse_video(
+    module, path: str | Path, condition: str, frame_interval: float, out_dir: Path, normalization: dict,
+    pixel_size: float | None = None, threshold: float = 0.5, min_size: int = 30, min_distance: int = 7,
+    max_distance: float = 15.0, max_gap: int = 2, min_track_fraction: float = 0.8, batch_size: int = 8,
+) -> tuple[list[dict], list[dict]]:
+    """Segment, track, measure and fit one video; returns (rows per cell per frame, fits per cell)."""
+    frames = read_frames(path)
+    detections, all_labels = [], []
+    for probs in tqdm(segment_frames(module, frames, normalization, batch_size), total=len(frames),
+                      desc=f"{condition}: frames", unit="frame"):
+        labels = instances_from_mask(probs > threshold, min_size, min_distance)
+        detections.append(measure(labels, pixel_size))
+        all_labels.append(labels)
+    track(detections, max_distance, max_gap)
+    rows = [{"condition": condition, "time_s": d["frame"] * frame_interval, **d} for cells in detections for d in cells]
+    overlay = [_overlay(f, lab, {d["label"]: d["cell"] for d in cells}) for f, lab, cells in zip(frames, all_labels, detections)]
+    write_video(out_dir / f"{condition}_overlay.mp4", overlay, fps=max(1.0, 1.0 / max(frame_interval, 1e-3)))
+    fits = []
+    for cell in sorted({r["cell"] for r in rows}):
+        series = sorted((r for r in rows if r["cell"] == cell), key=lambda r: r["frame"])
+        if len(series) < min_track_fraction * len(frames):
+            continue  # cells seen in too few frames (entering, leaving, mis-detected) are not fitted
+        fit = fit_shrinking(np.array([r["time_s"] for r in series]), np.array([r["area"] for r in series]))
+        fits.append({"condition": condition, "cell": cell, "n_frames": len(series), **fit})
+    return rows, fits
+
+
+def summarise_conditions(fits: list[dict]) -> list[dict]:
+    """Per condition: number of fitted cells, median and IQR of tau, median final fraction."""
+    out = []
+    for condition in dict.fromkeys(f["condition"] for f in fits):
+        good = [f for f in fits if f["condition"] == condition and np.isfinite(f["tau"])]
+        taus = np.array([f["tau"] for f in good])
+        fractions = np.array([f["final_fraction"] for f in good])
+        out.append({
+            "condition": condition, "n_cells": len(good),
+            "tau_median": float(np.median(taus)) if len(taus) else np.nan,
+            "tau_q25": float(np.percentile(taus, 25)) if len(taus) else np.nan,
+            "tau_q75": float(np.percentile(taus, 75)) if len(taus) else np.nan,
+            "final_fraction_median": float(np.median(fractions)) if len(fractions) else np.nan,
+        })
+    return out
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_results(out_dir: Path, rows: list[dict], fits: list[dict], pixel_size: float | None) -> None:
+    """Area vs time per cell with the condition mean; distribution of time constants per condition."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conditions = list(dict.fromkeys(r["condition"] for r in rows))
+    fitted = {(f["condition"], f["cell"]) for f in fits}
+    fig, axes = plt.subplots(1, len(conditions), figsize=(5 * len(conditions), 4), squeeze=False)
+    for ax, condition in zip(axes[0], conditions):
+        cells = [c for (cond, c) in fitted if cond == condition]
+        curves = []
+        for cell in cells:
+            series = sorted((r for r in rows if r["condition"] == condition and r["cell"] == cell), key=lambda r: r["frame"])
+            t, a = np.array([r["time_s"] for r in series]), np.array([r["area"] for r in series])
+            ax.plot(t, a / a[0], color="0.7", lw=0.8)
+            curves.append((t, a / a[0]))
+        if curves:
+            grid = np.unique(np.concatenate([t for t, _ in curves]))
+            mean = np.nanmean([np.interp(grid, t, a, left=np.nan, right=np.nan) for t, a in curves], axis=0)
+            ax.plot(grid, mean, color="C3", lw=2, label="mean")
+        ax.set(title=condition, xlabel="time (s)", ylabel="area / initial area")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "area_vs_time.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    data = [[f["tau"] for f in fits if f["condition"] == c and np.isfinite(f["tau"])] for c in conditions]
+    ax.boxplot([d if d else [np.nan] for d in data], tick_labels=conditions)
+    ax.set(ylabel="time constant tau (s)", title="shrinking time constants")
+    fig.tight_layout()
+    fig.savefig(out_dir / "tau_by_condition.png", dpi=100)
+    plt.close(fig)

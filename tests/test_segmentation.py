@@ -182,3 +182,19 @@ def test_auto_pos_weight_and_training_step(cfg_train, tmp_path):
     hp = load_checkpoint(summary["best_model_path"])["hyper_parameters"]
     assert isinstance(hp["loss"]["pos_weight"], float) and hp["loss"]["pos_weight"] > 1  # cells are the minority
     assert list((run / "images").glob("epoch_*.png"))
+
+
+def test_labelme_export_command(tmp_path):
+    from stainless.data.labelme import main
+
+    src = tmp_path / "ann"
+    src.mkdir()
+    image = np.full((40, 50), 100, np.uint8)
+    _write(src / "a.json", [{"label": "cell", "shape_type": "rectangle", "points": [[2, 2], [6, 8]]},
+                            {"label": "junk", "shape_type": "circle", "points": [[30, 20], [33, 20]]}], image=image)
+    assert main([str(src), str(tmp_path / "out"), "--label", "cell=1", "--label", "junk=2"]) == 0
+    mask = iio.imread(tmp_path / "out" / "masks" / "a.png")
+    labels = tifffile.imread(tmp_path / "out" / "labels" / "a.tif")
+    assert mask[5, 4] == 1 and mask[20, 30] == 2 and set(np.unique(labels)) == {0, 1, 2}
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "images" / "a.tif"), image)
+    assert main([str(src), str(tmp_path / "out")]) == 1  # never overwrites an export

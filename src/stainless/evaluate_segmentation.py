@@ -154,10 +154,11 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path) -> 
         )
         rows += r
         fits += f
-    conditions = vid.summarise_conditions(fits)
-    vid.write_csv(out_dir / "cells.csv", rows)
-    vid.write_csv(out_dir / "fits.csv", fits)
-    vid.write_csv(out_dir / "conditions.csv", conditions)
-    vid.plot_results(out_dir, rows, fits, cfg.pixel_size)
+    names = [str(c) for c in videos]
+    conditions = vid.summarise_conditions(names, fits)
+    vid.write_csv(out_dir / "cells.csv", rows, vid.CELL_COLUMNS)
+    vid.write_csv(out_dir / "fits.csv", fits, vid.FIT_COLUMNS)
+    vid.write_csv(out_dir / "conditions.csv", conditions, vid.CONDITION_COLUMNS)
+    vid.plot_results(out_dir, names, rows, fits)
     return {"kind": "video", "videos": {str(k): str(v) for k, v in videos.items()}, "frame_interval_s": cfg.frame_interval,
             "pixel_size_um": cfg.pixel_size, "conditions": conditions, "n_fitted_cells": len(fits)}

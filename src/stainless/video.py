@@ -227,10 +227,10 @@ def analyse_video(
     return rows, fits
 
 
-def summarise_conditions(fits: list[dict]) -> list[dict]:
+def summarise_conditions(conditions: list[str], fits: list[dict]) -> list[dict]:
     """Per condition: number of fitted cells, median and IQR of tau, median final fraction."""
     out = []
-    for condition in dict.fromkeys(f["condition"] for f in fits):
+    for condition in conditions:
         good = [f for f in fits if f["condition"] == condition and np.isfinite(f["tau"])]
         taus = np.array([f["tau"] for f in good])
         fractions = np.array([f["final_fraction"] for f in good])
@@ -244,24 +244,27 @@ def summarise_conditions(fits: list[dict]) -> list[dict]:
     return out
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        path.write_text("")
-        return
+CELL_COLUMNS = ["condition", "time_s", "label", "y", "x", "area", "perimeter", "equivalent_diameter",
+                "circularity", "cell", "frame"]
+FIT_COLUMNS = ["condition", "cell", "n_frames", "a0", "tau", "final_fraction", "r2"]
+CONDITION_COLUMNS = ["condition", "n_cells", "tau_median", "tau_q25", "tau_q75", "final_fraction_median"]
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """Rows as CSV with a fixed header (written even when there are no rows)."""
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 
 
-def plot_results(out_dir: Path, rows: list[dict], fits: list[dict], pixel_size: float | None) -> None:
+def plot_results(out_dir: Path, conditions: list[str], rows: list[dict], fits: list[dict]) -> None:
     """Area vs time per cell with the condition mean; distribution of time constants per condition."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    conditions = list(dict.fromkeys(r["condition"] for r in rows))
     fitted = {(f["condition"], f["cell"]) for f in fits}
     fig, axes = plt.subplots(1, len(conditions), figsize=(5 * len(conditions), 4), squeeze=False)
     for ax, condition in zip(axes[0], conditions):
@@ -276,8 +279,9 @@ def plot_results(out_dir: Path, rows: list[dict], fits: list[dict], pixel_size: 
             grid = np.unique(np.concatenate([t for t, _ in curves]))
             mean = np.nanmean([np.interp(grid, t, a, left=np.nan, right=np.nan) for t, a in curves], axis=0)
             ax.plot(grid, mean, color="C3", lw=2, label="mean")
-        ax.set(title=condition, xlabel="time (s)", ylabel="area / initial area")
-        ax.legend()
+        ax.set(title=f"{condition} ({len(cells)} cells)", xlabel="time (s)", ylabel="area / initial area")
+        if curves:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(out_dir / "area_vs_time.png", dpi=100)
     plt.close(fig)

@@ -154,3 +154,56 @@ def _shape_region(kind: str, points: np.ndarray, item: dict, size: tuple[int, in
     rr, cc = rr + top, cc + left
     keep = (rr >= 0) & (rr < size[0]) & (cc >= 0) & (cc < size[1])
     return rr[keep], cc[keep]
+
+
+def export_folder(source: str | Path, destination: str | Path, label_map: Mapping[str, int] | None = None) -> int:
+    """Write every LabelMe file of ``source`` as ``images/<stem>.tif``, ``masks/<stem>.png`` (class indices,
+    uint8) and ``labels/<stem>.tif`` (instances, uint16) under ``destination``; returns the number written.
+
+    Raises:
+        FileExistsError: ``destination`` already holds an export (nothing is overwritten).
+    """
+    import tifffile
+
+    source, destination = Path(source), Path(destination)
+    files = sorted(source.glob("*.json"))
+    if not files:
+        raise LabelMeError(f"{source}: no LabelMe .json files in this folder")
+    if any((destination / sub).exists() for sub in ("images", "masks", "labels")):
+        raise FileExistsError(f"{destination}: already holds images/, masks/ or labels/; choose an empty folder")
+    for sub in ("images", "masks", "labels"):
+        (destination / sub).mkdir(parents=True)
+    for path in files:
+        image = read_labelme_image(path, source)
+        instances, classes = rasterize_labelme(path, image.shape[-2:], label_map)
+        tifffile.imwrite(destination / "images" / f"{path.stem}.tif", image[0] if image.shape[0] == 1 else image)
+        iio.imwrite(destination / "masks" / f"{path.stem}.png", classes.astype(np.uint8))
+        tifffile.imwrite(destination / "labels" / f"{path.stem}.tif", instances.astype(np.uint16))
+    return len(files)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stainless.data.labelme SRC DST [--label cell=1 --label debris=2]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Export a folder of LabelMe files to image/mask/label files.")
+    parser.add_argument("source", help="folder of LabelMe .json files")
+    parser.add_argument("destination", help="output folder (gets images/, masks/, labels/)")
+    parser.add_argument("--label", action="append", default=[], metavar="NAME=CLASS",
+                        help="map a LabelMe label to a class index (repeat); default: every shape is class 1")
+    args = parser.parse_args(argv)
+    try:
+        label_map = {k: int(v) for k, v in (item.split("=", 1) for item in args.label)} or None
+    except ValueError:
+        parser.error("--label takes NAME=CLASS with an integer CLASS")
+    try:
+        count = export_folder(args.source, args.destination, label_map)
+    except (LabelMeError, FileExistsError) as error:
+        print(f"error: {error}")
+        return 1
+    print(f"exported {count} annotated images to {args.destination}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Object matching, instance splitting, tracking, curve fits, video reading, segmentation evaluation."""
+
+import json
+from pathlib import Path
+
+import imageio.v2 as iio2
+import numpy as np
+import pytest
+import tifffile
+
+from stainless.metrics.objects import instances_from_mask, match_objects
+from stainless.video import fit_shrinking, measure, read_frames, shrink_model, track
+
+
+def test_matching_on_hand_made_labels():
+    true = np.zeros((20, 20), int)
+    true[0:5, 0:5] = 1  # matched exactly
+    true[10:15, 10:15] = 2  # matched with IoU 0.6
+    true[0:4, 15:19] = 3  # missed
+    pred = np.zeros((20, 20), int)
+    pred[0:5, 0:5] = 7
+    pred[10:15, 11:16] = 8  # 20 px overlap of 30 px union: 0.667... no: 4x5=20, union 30
+    pred[16:19, 0:3] = 9  # spurious
+    result = match_objects(true, pred, thresholds=(0.5, 0.7))
+    assert result["by_threshold"][0.5] == {"tp": 2, "fp": 1, "fn": 1, "precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3}
+    assert result["by_threshold"][0.7]["tp"] == 1
+    assert result["missed"] == [3] and result["spurious"] == [9]
+    assert (2, 8, pytest.approx(20 / 30)) in [(a, b, v) for a, b, v in result["pairs"]]
+
+
+def test_matching_is_one_to_one():
+    true = np.zeros((10, 20), int)
+    true[:, :10], true[:, 10:] = 1, 2
+    pred = np.ones((10, 20), int)  # one blob covering both
+    result = match_objects(true, pred, thresholds=(0.4,))
+    assert result["by_threshold"][0.4]["tp"] == 1 and result["by_threshold"][0.4]["fn"] == 1
+
+
+def test_watershed_splits_touching_discs():
+    yy, xx = np.mgrid[0:40, 0:60]
+    mask = ((yy - 20) ** 2 + (xx - 18) ** 2 < 100) | ((yy - 20) ** 2 + (xx - 36) ** 2 < 100)
+    labels = instances_from_mask(mask, min_size=5, min_distance=5)
+    assert labels.max() == 2 and (labels > 0).sum() == mask.sum()
+
+
+def _dets(positions):
+    return [[{"y": float(y), "x": float(x), "area": 1.0} for y, x in frame] for frame in positions]
+
+
+def test_tracking_keeps_identities_through_a_missed_frame():
+    a = [(10 + t, 10) for t in range(6)]
+    b = [(40, 40 + t) for t in range(6)]
+    frames = [[a[t], b[t]] for t in range(6)]
+    frames[3] = [b[3]]  # cell a missed in frame 3
+    frames[5].append((70, 5))  # a new cell enters
+    tracked = track(_dets(frames), max_distance=5, max_gap=2)
+    ids_a = {d["cell"] for frame in tracked for d in frame if d["x"] == 10}
+    ids_b = {d["cell"] for frame in tracked for d in frame if d["y"] == 40}
+    assert len(ids_a) == 1 and len(ids_b) == 1 and ids_a != ids_b
+    assert tracked[5][-1]["cell"] not in ids_a | ids_b
+
+
+def test_curve_fit_recovers_a_known_time_constant():
+    t = np.arange(0, 80, 1.0)
+    areas = shrink_model(t, 500, 17.0, 0.65) + np.random.default_rng(0).normal(0, 2, t.size)
+    fit = fit_shrinking(t, areas)
+    assert fit["tau"] == pytest.approx(17.0, rel=0.05) and fit["final_fraction"] == pytest.approx(0.65, abs=0.02)
+    assert fit["r2"] > 0.98
+
+
+def test_measurements_of_a_disc():
+    yy, xx = np.mgrid[0:50, 0:50]
+    labels = (((yy - 25) ** 2 + (xx - 25) ** 2) < 15**2).astype(int)
+    (row,) = measure(labels, pixel_size=0.5)
+    assert row["area"] == pytest.approx(np.pi * 15**2 * 0.25, rel=0.03)
+    assert row["equivalent_diameter"] == pytest.approx(15.0, rel=0.03)
+    assert 0.85 < row["circularity"] <= 1.1
+
+
+def test_video_reading_from_mp4_tiff_and_folder(tmp_path):
+    frames = np.stack([np.full((32, 48), 20 * i + 10, np.uint8) for i in range(5)])
+    tifffile.imwrite(tmp_path / "v.tif", frames)
+    assert read_frames(tmp_path / "v.tif").shape == (5, 1, 32, 48)
+    with iio2.get_writer(tmp_path / "v.mp4", format="FFMPEG", fps=5, macro_block_size=1) as writer:
+        for f in frames:
+            writer.append_data(np.repeat(f[..., None], 3, -1))
+    video = read_frames(tmp_path / "v.mp4")
+    assert video.shape[0] == 5 and video.shape[-2:] == (32, 48)
+    assert np.allclose(video[:, 0].mean((1, 2)), frames.mean((1, 2)), atol=3)  # lossy codec
+    (tmp_path / "frames").mkdir()
+    for i, f in enumerate(frames):
+        iio2.imwrite(tmp_path / "frames" / f"{i:03d}.png", f)
+    assert read_frames(tmp_path / "frames").shape == (5, 1, 32, 48)
+
+
+def test_segmentation_evaluate_and_video_round_trip(cfg_train, cfg_eval, tmp_path):
+    from stainless.evaluate import evaluate
+    from stainless.train import train
+
+    cfg = cfg_train(
+        "experiment=rbc_segmentation", "data.synthetic.n_frames=6", "data.synthetic.n_labelme=6",
+        "data.synthetic.size=64", "+data.synthetic.video_frames=6", "+data.synthetic.video_cells=2",
+        "+data.synthetic.cells_per_frame=3", "data.patch_size=64", "data.batch_size=2",
+    )
+    train(cfg)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown"))
+    out = Path(summary["output_dir"])
+    assert summary["kind"] == "segmentation" and "0.5" in summary["objects_by_iou"]
+    assert set(summary["iou_by_threshold"]) >= {"0.3", "0.5", "0.7"}
+    assert (out / "metrics.csv").read_text().startswith("image,method,iou,dice,precision,recall,object_f1")
+    assert list((out / "overlays").glob("*.png")) and (out / "report.md").is_file()
+    videos = Path(cfg.paths.data_dir) / "synthetic_rbc" / "videos"
+    vsum = evaluate(cfg_eval(f"ckpt_path={ckpt}", f"videos={{A:{videos / 'UREA.tif'}}}", "frame_interval=2.0",
+                             "pixel_size=0.5", run="video"))
+    vout = Path(vsum["output_dir"])
+    for name in ("cells.csv", "fits.csv", "conditions.csv", "area_vs_time.png", "tau_by_condition.png"):
+        assert (vout / name).is_file(), name
+    assert list(vout.glob("A_overlay.*"))
+    header = (vout / "cells.csv").read_text().splitlines()[0]
+    assert header == "condition,time_s,label,y,x,area,perimeter,equivalent_diameter,circularity,cell,frame"

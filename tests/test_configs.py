@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from stainless.data.datasets import PairedImageDataset
 from stainless.data.samples import paired_folder_samples
 from stainless.data.synthetic import generate_nuclei_dataset
+from stainless.data.synthetic_rbc import generate_rbc_dataset
 from stainless.models.components.generators import build_generator
 from stainless.train import build
 from stainless.utils.logging import build_callbacks, build_loggers
@@ -47,12 +48,21 @@ def test_every_augmentation_applies(cfg_train, tmp_path, augmentation):
     assert len(dataset.geometric.transforms) == len(cfg.augmentation.geometric)
 
 
+SEGMENTATION_LOSSES = {"bce_jaccard", "dice", "focal_dice"}
+
+
 @pytest.mark.parametrize("loss", options("loss"))
 def test_every_loss_builds_the_module(cfg_train, tmp_path, loss, monkeypatch):
-    cfg = cfg_train(f"loss={loss}")
+    segmentation = loss in SEGMENTATION_LOSSES
+    cfg = cfg_train(*(["experiment=rbc_segmentation"] if segmentation else []), f"loss={loss}")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     model_cfg = dict(cfg.model)
     model_cfg.pop("init_from")
+    if segmentation:
+        model_cfg["loss"] = {**cfg.loss, "pos_weight": 2.0} if cfg.loss.get("pos_weight") == "auto" else cfg.loss
+        module = build(model_cfg, in_channels=1, out_channels=1)
+        assert module.criterion.name == loss
+        return
     if cfg.loss.perceptual_weight:
         with pytest.raises(PretrainedWeightsMissing, match="perceptual_weight"):
             build(model_cfg, in_channels=1, out_channels=1)
@@ -113,9 +123,17 @@ def test_every_debug_option(cfg_train, debug):
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
-def test_every_experiment_composes(cfg_train, experiment):
+def test_every_experiment_composes(cfg_train, tmp_path, experiment):
     cfg = cfg_train(f"experiment={experiment}")
-    assert cfg.task_name == experiment and cfg.model._target_.endswith("Pix2PixModule")
+    kind = "Pix2PixModule" if experiment.startswith("virtual_labeling") else "SegmentationModule"
+    assert cfg.task_name == experiment and cfg.model._target_.endswith(kind)
+    if experiment == "rbc_keras_parity":
+        from conftest import compose_config
+
+        cfg = compose_config("train", ["experiment=rbc_keras_parity"], tmp_path)  # without the test shrinking
+        assert (cfg.backbone.encoder_name, cfg.model.lr, cfg.data.batch_size, cfg.data.patch_size) == ("vgg16", 1e-4, 8, 128)
+        assert (cfg.data.split.mode, cfg.data.split.val_fraction, cfg.loss.bce_weight, cfg.loss.jaccard_weight) == (
+            "last", 0.1, 1.0, 1.0)
 
 
 def test_command_line_group_choice_beats_the_experiment(cfg_train):
@@ -136,13 +154,22 @@ def test_every_data_option_serves_batches(cfg_train, tmp_path, data):
             b = tifffile.imread(root / "nuclei" / f"img_{i:03d}.tif")
             tifffile.imwrite(tmp_path / "stacks" / f"f{i}.tif", np.stack([a, a // 2, b]))
         extra = [f"data.files_dir={tmp_path / 'stacks'}", "data.source_channels=[0,1]", "data.target_channels=[2]"]
+    elif data in ("synthetic_rbc", "labelme", "masks"):
+        rbc = generate_rbc_dataset(tmp_path / "data" / "synthetic_rbc", n_frames=6, n_labelme=6, size=64,
+                                   cells_per_frame=3, video_frames=2, video_cells=2)
+        extra = {"synthetic_rbc": ["data.synthetic=null"], "labelme": [f"data.labelme_dir={rbc / 'labelme'}"],
+                 "masks": [f"data.source_dir={rbc / 'images'}", f"data.target_dir={rbc / 'masks'}"]}[data]
+        extra += ["data.patch_size=32"]
     cfg = cfg_train(f"data={data}", *extra)
     dm = build(cfg.data)
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["source"].shape[1] == (2 if data == "multichannel" else 1)
-    assert batch["target"].shape[1] == 1
+    if cfg.data.target_type == "mask":
+        assert batch["target"].dtype == torch.int64 and set(batch["target"].unique().tolist()) <= {0, 1}
+    else:
+        assert batch["target"].shape[1] == 1
 
 
 def _run(script, *args, cwd):
@@ -171,3 +198,15 @@ def test_typo_in_a_config_key_fails_before_training(tmp_path):
     assert done.returncode != 0
     assert "max_epoch" in done.stderr
     assert not (tmp_path / "data").exists()  # nothing was generated
+
+
+def test_multirun_sweeps_each_combination_into_its_own_directory(tmp_path):
+    done = _run("train.py", "-m", "model.lr=1e-4,2e-4", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+                "trainer.limit_val_batches=1", "test=false", "data.synthetic.n_images=5", "data.synthetic.size=64",
+                "data.patch_size=32", "backbone.num_downs=5", "backbone.ngf=8", "print_config=false", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (sweep,) = (tmp_path / "outputs" / "virtual_labeling" / "multiruns").iterdir()
+    lrs = sorted(float(__import__("yaml").safe_load((sweep / n / "config_resolved.yaml").read_text())["model"]["lr"])
+                 for n in ("0", "1"))
+    assert lrs == [1e-4, 2e-4]
+    assert all((sweep / n / "summary.json").is_file() for n in ("0", "1"))

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
@@ -160,12 +161,20 @@ def test_every_data_option_serves_batches(cfg_train, tmp_path, data):
         extra = {"synthetic_rbc": ["data.synthetic=null"], "labelme": [f"data.labelme_dir={rbc / 'labelme'}"],
                  "masks": [f"data.source_dir={rbc / 'images'}", f"data.target_dir={rbc / 'masks'}"]}[data]
         extra += ["data.patch_size=32"]
+    elif data == "oxford_pet":
+        pet = tmp_path / "data" / "oxford-iiit-pet"
+        (pet / "images").mkdir(parents=True)
+        (pet / "annotations" / "trimaps").mkdir(parents=True)
+        for i in range(5):
+            iio.imwrite(pet / "images" / f"dog_{i}.jpg", np.full((40, 40, 3), 30 * i, np.uint8))
+            iio.imwrite(pet / "annotations" / "trimaps" / f"dog_{i}.png", np.full((40, 40), 1 + i % 3, np.uint8))
+        extra = ["data.patch_size=32"]
     cfg = cfg_train(f"data={data}", *extra)
     dm = build(cfg.data)
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert batch["source"].shape[1] == (2 if data == "multichannel" else 1)
+    assert batch["source"].shape[1] == {"multichannel": 2, "oxford_pet": 3}.get(data, 1)
     if cfg.data.target_type == "mask":
         assert batch["target"].dtype == torch.int64 and set(batch["target"].unique().tolist()) <= {0, 1}
     else:

@@ -198,3 +198,26 @@ def test_labelme_export_command(tmp_path):
     assert mask[5, 4] == 1 and mask[20, 30] == 2 and set(np.unique(labels)) == {0, 1, 2}
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "images" / "a.tif"), image)
     assert main([str(src), str(tmp_path / "out")]) == 1  # never overwrites an export
+
+
+@pytest.mark.parametrize("mode,classes", [("trimap_binary", {0, 1}), ("trimap_classes", {0, 1, 2})])
+def test_oxford_pet_layout_from_disk(cfg_train, tmp_path, mode, classes):
+    from stainless.train import build
+
+    root = tmp_path / "data" / "oxford-iiit-pet"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations" / "trimaps").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        iio.imwrite(root / "images" / f"cat_{i}.jpg", rng.integers(0, 255, (48, 48, 3)).astype(np.uint8))
+        trimap = np.full((48, 48), 2, np.uint8)
+        trimap[10:30, 10:30], trimap[10:30, 9] = 1, 3
+        iio.imwrite(root / "annotations" / "trimaps" / f"cat_{i}.png", trimap)
+    cfg = cfg_train("experiment=rbc_segmentation", "data=oxford_pet", f"data.mask_mode={mode}", "data.patch_size=32")
+    dm = build(cfg.data)
+    dm.prepare_data()  # download is null: nothing is fetched
+    dm.setup("fit")
+    assert dm.in_channels == 3
+    loaded = dm.datasets["train"].load(0)
+    assert set(np.unique(loaded.target)) == classes
+    assert loaded.target[20, 20] == 1 and loaded.target[0, 0] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -11,6 +12,14 @@ from torch.utils.data import DataLoader
 from stainless.data.datasets import PairedImageDataset
 from stainless.data.samples import Sample, labelme_samples, multichannel_samples, paired_folder_samples, split_samples
 
+def download_oxford_pet(root: str) -> None:
+    """Download Oxford-IIIT Pet (images + trimaps, about 800 MB) with torchvision, into ``root``."""
+    from torchvision.datasets import OxfordIIITPet
+
+    OxfordIIITPet(str(Path(root).parent), split="trainval", target_types="segmentation", download=True)
+
+
+DOWNLOADERS = {"oxford_pet": download_oxford_pet}
 GENERATORS = {
     "nuclei": "stainless.data.synthetic.generate_nuclei_dataset",
     "rbc": "stainless.data.synthetic_rbc.generate_rbc_dataset",
@@ -43,7 +52,10 @@ class MicroscopyDataModule(L.LightningDataModule):
         cache: keep decoded images in memory.
         labelme_dir: folder of LabelMe JSON files (instead of source/target folders); shapes become masks.
         label_map: LabelMe label name -> class index (null: every shape is foreground class 1).
-        mask_mode: how mask images are read: binary, classes or instances (see ``load_sample``).
+        mask_mode: how mask images are read: binary, classes, instances, trimap_binary or trimap_classes
+            (see ``load_sample``).
+        download: name of a public dataset to download into ``download_root`` when its folder is missing
+            (``oxford_pet``); nothing is downloaded unless this is set.
     """
 
     def __init__(
@@ -70,6 +82,8 @@ class MicroscopyDataModule(L.LightningDataModule):
         labelme_dir: str | None = None,
         label_map: Mapping[str, int] | None = None,
         mask_mode: str = "binary",
+        download: str | None = None,
+        download_root: str | None = None,
     ):
         super().__init__()
         # Plain values only (see stainless.utils.config.to_plain): checkpoints stay loadable with weights_only.
@@ -81,7 +95,12 @@ class MicroscopyDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Generate the synthetic dataset if configured and missing (Lightning calls this on one process)."""
-        synthetic = self.hparams.synthetic
+        hp = self.hparams
+        if hp.download and not Path(hp.download_root or "").is_dir():
+            if hp.download not in DOWNLOADERS:
+                raise ValueError(f"data.download: unknown dataset {hp.download!r}; choose from {sorted(DOWNLOADERS)}")
+            DOWNLOADERS[hp.download](hp.download_root)
+        synthetic = hp.synthetic
         if synthetic:
             from hydra.utils import get_method
 

@@ -15,6 +15,9 @@ from stainless.data.labelme import rasterize_labelme, read_labelme_image
 from stainless.io import ImageReadError, normalize, read_image
 
 
+MASK_MODES = ("binary", "classes", "instances", "trimap_binary", "trimap_classes")
+
+
 class LoadedSample:
     """A sample's arrays: normalised input (C,H,W), target (C,H,W float, or H,W int mask), labels (H,W)."""
 
@@ -41,7 +44,9 @@ def load_sample(
         target_type: ``"image"`` (normalised like the input) or ``"mask"`` (integer classes).
         channel_axis: see :func:`stainless.io.read_image`.
         mask_mode: how mask files are read: ``binary`` (any non-zero value is foreground), ``classes``
-            (values are class indices) or ``instances`` (values are cell ids: foreground + instance labels).
+            (values are class indices), ``instances`` (values are cell ids: foreground + instance labels), or
+            the Oxford-IIIT Pet trimaps: ``trimap_binary`` (pet and border vs background) and ``trimap_classes``
+            (background 0, pet 1, border 2).
         label_map: LabelMe label -> class (None: every shape is class 1).
         labelme_root: the folder LabelMe ``imagePath`` may not leave (default: each JSON's folder).
 
@@ -60,9 +65,14 @@ def load_sample(
             target = normalize(raw, **normalization)
         else:
             values = raw[0].astype(np.int64)
-            if mask_mode not in {"binary", "classes", "instances"}:
-                raise ValueError(f"data.mask_mode: unknown {mask_mode!r}; use binary, classes or instances")
-            target = values if mask_mode == "classes" else (values > 0).astype(np.int64)
+            if mask_mode not in MASK_MODES:
+                raise ValueError(f"data.mask_mode: unknown {mask_mode!r}; use one of {', '.join(MASK_MODES)}")
+            if mask_mode == "trimap_binary":  # Oxford-IIIT Pet: 1 pet, 2 background, 3 border
+                target = ((values == 1) | (values == 3)).astype(np.int64)
+            elif mask_mode == "trimap_classes":  # -> 0 background, 1 pet, 2 border
+                target = np.select([values == 1, values == 3], [1, 2], 0).astype(np.int64)
+            else:
+                target = values if mask_mode == "classes" else (values > 0).astype(np.int64)
             if mask_mode == "instances" and sample.labels is None:
                 labels = values
         if target.shape[-2:] != source.shape[-2:]:

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -134,27 +135,40 @@ def generate_nuclei_dataset(
     Raises:
         FileExistsError: ``root`` holds other files and ``overwrite`` is False.
     """
-    root = Path(root)
     params = {"kind": "synthetic_nuclei", "n_images": n_images, "size": size, "seed": seed,
               "cell_size": cell_size, "photons": photons}
+
+    def write(tmp: Path) -> None:
+        for index in range(n_images):
+            for kind, image in synthesize_tissue(seed, index, size, cell_size, photons).items():
+                write_tiff(tmp / kind / f"img_{index:03d}.tif", image)
+
+    return write_dataset(root, params, write, overwrite)
+
+
+def write_dataset(root: str | Path, params: dict, write: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Create a generated dataset atomically: ``write`` fills a temporary folder that is then renamed to ``root``.
+
+    ``root/dataset.json`` records ``params``; a folder with the same record is reused as it is.
+
+    Raises:
+        FileExistsError: ``root`` holds another dataset or other files, and ``overwrite`` is False.
+    """
+    root = Path(root)
     manifest = root / MANIFEST
     if manifest.is_file() and not overwrite:
         existing = json.loads(manifest.read_text())
         if existing == params:
             return root
         raise FileExistsError(
-            f"{root}: holds a synthetic dataset made with other parameters ({existing}); "
-            "choose another data.root or pass overwrite"
+            f"{root}: holds a synthetic dataset made with other parameters ({existing}); choose another folder"
         )
     if root.exists() and any(root.iterdir()) and not overwrite:
-        raise FileExistsError(f"{root}: folder exists and is not a synthetic dataset; choose another data.root")
+        raise FileExistsError(f"{root}: folder exists and is not a synthetic dataset; choose another folder")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        for index in range(n_images):
-            sample = synthesize_tissue(seed, index, size, cell_size, photons)
-            for kind, image in sample.items():
-                write_tiff(tmp / kind / f"img_{index:03d}.tif", image)
+        write(tmp)
         (tmp / MANIFEST).write_text(json.dumps(params, indent=2))
         if root.exists() and overwrite:
             shutil.rmtree(root)

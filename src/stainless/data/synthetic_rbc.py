@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -27,7 +24,8 @@ import numpy as np
 import tifffile
 from scipy import ndimage as ndi
 
-MANIFEST = "dataset.json"
+from stainless.data.synthetic import write_dataset
+
 # Osmotic shrinking kinetics of the synthetic conditions: time constant (s) and final area fraction.
 CONDITIONS = {"UREA": (12.0, 0.62), "NaCl": (25.0, 0.72), "sucrose": (45.0, 0.80)}
 
@@ -107,26 +105,16 @@ def generate_rbc_dataset(
     Raises:
         FileExistsError: ``root`` holds something else.
     """
-    root = Path(root)
     params = {"kind": "rbc", "n_frames": n_frames, "n_labelme": n_labelme, "size": size,
               "cells_per_frame": cells_per_frame, "radius": list(radius), "video_frames": video_frames,
               "frame_interval": frame_interval, "video_cells": video_cells, "seed": seed}
-    manifest = root / MANIFEST
-    if manifest.is_file() and not overwrite:
-        if json.loads(manifest.read_text()) == params:
-            return root
-        raise FileExistsError(f"{root}: holds a synthetic dataset made with other parameters; choose another root")
-    if root.exists() and any(root.iterdir()) and not overwrite:
-        raise FileExistsError(f"{root}: folder exists and is not a synthetic dataset; choose another root")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         for sub in ("images", "masks", "labels", "labelme", "videos"):
             (tmp / sub).mkdir()
         for index in range(n_frames):
             rng = np.random.default_rng([seed, index])
-            cells = _place_cells(rng, size, cells_per_frame, radius)
-            image, labels = _render(rng, size, cells)
+            image, labels = _render(rng, size, _place_cells(rng, size, cells_per_frame, radius))
             name = f"frame_{index:03d}"
             iio.imwrite(tmp / "images" / f"{name}.png", image)
             iio.imwrite(tmp / "masks" / f"{name}.png", ((labels > 0) * 255).astype(np.uint8))
@@ -135,17 +123,8 @@ def generate_rbc_dataset(
                 iio.imwrite(tmp / "labelme" / f"{name}.png", image)
                 (tmp / "labelme" / f"{name}.json").write_text(json.dumps(_labelme(labels, f"{name}.png"), indent=1))
         _write_videos(tmp / "videos", size, video_frames, frame_interval, video_cells, radius, seed)
-        (tmp / MANIFEST).write_text(json.dumps(params, indent=2))
-        if root.exists() and overwrite:
-            shutil.rmtree(root)
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not (manifest.is_file() and json.loads(manifest.read_text()) == params):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    return write_dataset(root, params, write, overwrite)
 
 
 def shrink_curve(t: np.ndarray, tau: float, final_fraction: float) -> np.ndarray:

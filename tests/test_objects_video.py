@@ -1,6 +1,5 @@
 """Object matching, instance splitting, tracking, curve fits, video reading, segmentation evaluation."""
 
-import json
 from pathlib import Path
 
 import imageio.v2 as iio2

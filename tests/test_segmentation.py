@@ -221,3 +221,14 @@ def test_oxford_pet_layout_from_disk(cfg_train, tmp_path, mode, classes):
     loaded = dm.datasets["train"].load(0)
     assert set(np.unique(loaded.target)) == classes
     assert loaded.target[20, 20] == 1 and loaded.target[0, 0] == 0
+
+
+@pytest.mark.parametrize("name", ["bce_jaccard", "dice", "focal_dice"])
+def test_multiclass_losses_prefer_the_right_class(name):
+    target = torch.zeros(2, 16, 16, dtype=torch.long)
+    target[:, 2:8] = 1
+    target[:, 10:14] = 2
+    good = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 8
+    bad = good.roll(1, dims=1)
+    loss = SegmentationLoss(name, classes=3, pos_weight=[0.5, 1.0, 2.0])
+    assert loss(good, target)["total"] < loss(bad, target)["total"]

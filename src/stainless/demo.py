@@ -101,7 +101,7 @@ def main() -> int:
         print(f"{name:<10}{c['tau_true']:>14.1f}{c['tau_recovered']:>15.1f}{c['tau_error']:>8.1%}{c['n_cells']:>7d}")
     for kind, path in rbc["runs"].items():
         print(f"  {kind + ':':<10} {path}")
-    print(f"  (videos: cells.csv, fits.csv, conditions.csv, area_vs_time.png, tau_by_condition.png, *_overlay.mp4)")
+    print("  (videos: cells.csv, fits.csv, conditions.csv, area_vs_time.png, tau_by_condition.png, *_overlay.mp4)")
     print(f"\nDemo took {time.time() - started:.0f} s")
     return 0 if wins else 1
 

@@ -68,7 +68,7 @@ def write_report(
     header, table = _table(summary, explanations)
     present = [n for n in explanations if n in header]
     if kind == "markdown":
-        lines = [f"# stainless evaluation", "", f"Checkpoint: `{summary['checkpoint']}`  ", f"Input: {summary['input']}  ",
+        lines = ["# stainless evaluation", "", f"Checkpoint: `{summary['checkpoint']}`  ", f"Input: {summary['input']}  ",
                  f"Images: {summary['n_images']}; LPIPS: {summary.get('lpips', 'not used')}", ""]
         if table:
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

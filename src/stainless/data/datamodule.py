@@ -159,7 +159,7 @@ class MicroscopyDataModule(L.LightningDataModule):
     def load_options(self) -> dict[str, Any]:
         """Mask and LabelMe reading options shared by every dataset of this module."""
         hp = self.hparams
-        return {"mask_mode": hp.mask_mode, "label_map": hp.label_map, "labelme_root": hp.labelme_dir}
+        return {"mask_mode": hp.mask_mode, "label_map": hp.label_map}
 
     def positive_fraction(self) -> float:
         """Fraction of foreground pixels in the training masks (for a BCE positive-class weight)."""

@@ -48,13 +48,14 @@ def load_sample(
             the Oxford-IIIT Pet trimaps: ``trimap_binary`` (pet and border vs background) and ``trimap_classes``
             (background 0, pet 1, border 2).
         label_map: LabelMe label -> class (None: every shape is class 1).
-        labelme_root: the folder LabelMe ``imagePath`` may not leave (default: each JSON's folder).
+        labelme_root: the folder LabelMe ``imagePath`` may not leave, unless the sample names its own
+            (``labelme_samples`` does); default: each JSON's folder.
 
     Raises:
         ImageReadError: unreadable files, or input, target and labels of different sizes.
     """
     if sample.source.suffix.lower() == ".json":
-        raw = read_labelme_image(sample.source, labelme_root, sample.source_channels)
+        raw = read_labelme_image(sample.source, sample.meta.get("labelme_root", labelme_root), sample.source_channels)
         instances, classes = rasterize_labelme(sample.source, raw.shape[-2:], label_map)
         return LoadedSample(normalize(raw, **normalization), classes.astype(np.int64), instances.astype(np.int64))
     source = normalize(read_image(sample.source, sample.source_channels, channel_axis), **normalization)
@@ -131,7 +132,7 @@ class PairedImageDataset(Dataset):
         target_type: ``"image"`` or ``"mask"``.
         cache: keep decoded images in memory (per worker process).
         channel_axis: see :func:`stainless.io.read_image`.
-        load_options: ``mask_mode``, ``label_map``, ``labelme_root`` of :func:`load_sample`.
+        load_options: ``mask_mode`` and ``label_map`` of :func:`load_sample`.
     """
 
     def __init__(

@@ -145,4 +145,5 @@ def labelme_samples(folder: str | Path) -> list[Sample]:
     files = sorted(folder.glob("*.json"))
     if not files:
         raise ImageReadError(f"{folder}: no LabelMe .json files in this folder")
-    return [Sample(name=path.stem, source=path) for path in files]
+    # imagePath may not leave this folder (kept with each sample: val/test folders have their own)
+    return [Sample(name=path.stem, source=path, meta={"labelme_root": str(folder)}) for path in files]

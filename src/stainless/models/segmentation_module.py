@@ -175,7 +175,7 @@ class SegmentationModule(StainlessModule):
             probs = logits.softmax(1)
             metrics.update(probs, target)
             soft_iou.update(1 - probs[:, 0], (target > 0).long())
-        self.log(f"{stage}/loss", losses["total"], on_epoch=True, batch_size=target.shape[0])
+        self.log(f"{stage}/loss", losses["total"], on_epoch=True, batch_size=target.shape[0], sync_dist=True)
         return probs
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

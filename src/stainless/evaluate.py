@@ -16,14 +16,14 @@ from omegaconf import DictConfig
 from stainless.checkpoint import CheckpointError, module_from_checkpoint
 from stainless.data.datamodule import MicroscopyDataModule
 from stainless.data.datasets import load_sample
-from stainless.data.samples import Sample, paired_folder_samples
-from stainless.io import IMAGE_SUFFIXES, ImageReadError, image_dtype, to_dtype, write_tiff
+from stainless.data.samples import Sample, input_samples
+from stainless.io import image_dtype, to_dtype, write_tiff
 from stainless.metrics.image import HIGHER_IS_BETTER, LPIPSScorer, image_maps, per_image_metrics
 from stainless.evaluate_segmentation import analyse_videos, evaluate_segmentation, report_segmentation
 from stainless.models.segmentation_module import SegmentationModule
 from stainless.report import write_report
 from stainless.tiling import predict_tiled
-from stainless.utils.logging import save_config, write_json
+from stainless.utils.logging import describe, save_config, write_json
 from stainless.visuals import colorize, grid, to_rgb
 
 METRICS = ("mse", "mae", "psnr", "ssim", "pearson", "lpips")
@@ -33,33 +33,6 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _input_samples(cfg: DictConfig, data_hp: dict[str, Any]) -> list[Sample]:
-    """Samples from ``cfg.input`` (file or folder) and optional ``cfg.target``, read like the training data."""
-    source, target = Path(cfg.input), Path(cfg.target) if cfg.target else None
-    channels = dict(source_channels=data_hp.get("source_channels"), target_channels=data_hp.get("target_channels"))
-    if source.is_dir():
-        return paired_folder_samples(source, target, **channels)
-    if not source.is_file():
-        raise ImageReadError(f"{source}: input file or folder does not exist")
-    if source.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ImageReadError(f"{source}: unsupported format {source.suffix!r}")
-    if target is not None and not target.is_file():
-        raise ImageReadError(f"{target}: target file does not exist")
-    return [Sample(source.stem, source, target, None, data_hp.get("source_channels"), data_hp.get("target_channels"))]
-
-
-def _summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    out = {}
-    for name in METRICS:
-        values = np.array([r[name] for r in rows if name in r], dtype=np.float64)
-        if values.size:
-            out[name] = {
-                "mean": float(values.mean()), "std": float(values.std()), "median": float(np.median(values)),
-                "min": float(values.min()), "max": float(values.max()), "n": int(values.size),
-            }
-    return out
 
 
 def _train_target_mean(datamodule: MicroscopyDataModule, samples: dict[str, list[Sample]]) -> np.ndarray | None:
@@ -114,7 +87,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("videos=...: video analysis needs a segmentation checkpoint")
     datamodule = MicroscopyDataModule(**data_hp)
     if cfg.input:
-        samples = _input_samples(cfg, data_hp)
+        samples = input_samples(cfg.input, cfg.target, data_hp.get("source_channels"), data_hp.get("target_channels"))
         split: dict[str, list[Sample]] = {}
     else:
         datamodule.prepare_data()
@@ -181,7 +154,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "tile_size": tile,
         "lpips": "computed" if lpips.available else "skipped: trunk weights not on this machine",
         "constant_baseline": "mean of the training targets" if constant is not None else "mean of each target",
-        "metrics": {m: _summarise([r for r in rows if r["method"] == m]) for m in methods},
+        "metrics": {m: {n: describe([r[n] for r in rows if r["method"] == m and n in r])
+                        for n in METRICS if any(n in r for r in rows if r["method"] == m)} for m in methods},
         "higher_is_better": {k: v for k, v in HIGHER_IS_BETTER.items()},
         "duration_s": round(time.time() - started, 1),
     }

@@ -13,12 +13,13 @@ from omegaconf import DictConfig
 
 from stainless.data.datamodule import MicroscopyDataModule
 from stainless.data.datasets import load_sample
-from stainless.data.samples import Sample, paired_folder_samples
-from stainless.io import IMAGE_SUFFIXES, ImageReadError, write_tiff
+from stainless.data.samples import input_samples
+from stainless.io import write_tiff
 from stainless.metrics.objects import IOU_THRESHOLDS, instances_from_mask, match_objects
 from stainless.report import SEGMENTATION_EXPLANATIONS, write_report
 from stainless.tiling import predict_tiled
 from stainless import video as vid
+from stainless.utils.logging import describe
 from stainless.visuals import to_rgb
 
 SWEEP = tuple(np.round(np.arange(0.1, 0.95, 0.1), 2))
@@ -42,22 +43,12 @@ def _overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> torch.Te
     return rgb[None]
 
 
-def _samples(cfg: DictConfig, data_hp: dict[str, Any]) -> list[Sample]:
-    source = Path(cfg.input)
-    if source.is_dir():
-        return paired_folder_samples(source, cfg.target) if cfg.target else [
-            Sample(p.stem, p) for p in sorted(source.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not source.is_file():
-        raise ImageReadError(f"{source}: input file or folder does not exist")
-    return [Sample(source.stem, source, Path(cfg.target) if cfg.target else None)]
-
-
 def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Path, device) -> dict[str, Any]:
     """Score a segmentation model on images (test split or ``input``) and write files; see ``evaluate``."""
     data_hp = checkpoint["datamodule_hyper_parameters"]
     datamodule = MicroscopyDataModule(**data_hp)
     if cfg.input:
-        samples = _samples(cfg, data_hp)
+        samples = input_samples(cfg.input, cfg.target, data_hp.get("source_channels"))
     else:
         datamodule.prepare_data()
         samples = datamodule.find_samples()[cfg.stage]
@@ -111,7 +102,7 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         writer.writeheader()
         writer.writerows(rows)
     names = ("iou", "dice", "precision", "recall", "object_f1", "missed", "spurious")
-    stats = {n: _stats([r[n] for r in rows if n in r]) for n in names if any(n in r for r in rows)}
+    stats = {n: describe([r[n] for r in rows if n in r]) for n in names if any(n in r for r in rows)}
     objects = {}
     for t, c in objects_total.items():
         denom = 2 * c["tp"] + c["fp"] + c["fn"]
@@ -126,12 +117,6 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         "iou_by_threshold": {str(t): (i / u if u else None) for t, (i, u) in sweep.items()},
         "_rows": rows, "_figures": figures,
     }
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "median": float(np.median(a)),
-            "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
 
 
 def report_segmentation(out_dir: Path, summary: dict, cfg: DictConfig) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stainless.io import ImageReadError, list_images
+from stainless.io import IMAGE_SUFFIXES, ImageReadError, list_images
 
 
 @dataclass(frozen=True)
@@ -147,3 +147,26 @@ def labelme_samples(folder: str | Path) -> list[Sample]:
         raise ImageReadError(f"{folder}: no LabelMe .json files in this folder")
     # imagePath may not leave this folder (kept with each sample: val/test folders have their own)
     return [Sample(name=path.stem, source=path, meta={"labelme_root": str(folder)}) for path in files]
+
+
+def input_samples(
+    source: str | Path, target: str | Path | None = None,
+    source_channels: Sequence[int] | None = None, target_channels: Sequence[int] | None = None,
+) -> list[Sample]:
+    """Samples for evaluation on new data: a file or a folder of inputs, with optional targets by stem.
+
+    Raises:
+        ImageReadError: missing input or target, or an unsupported file.
+    """
+    source, target = Path(source), Path(target) if target else None
+    if source.is_dir():
+        return paired_folder_samples(source, target, None, source_channels, target_channels)
+    if not source.is_file():
+        raise ImageReadError(f"{source}: input file or folder does not exist")
+    if source.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImageReadError(f"{source}: unsupported format {source.suffix!r}")
+    if target is not None and not target.is_file():
+        raise ImageReadError(f"{target}: target file does not exist")
+    return [Sample(source.stem, source, target, None,
+                   tuple(source_channels) if source_channels is not None else None,
+                   tuple(target_channels) if target_channels is not None else None)]

@@ -70,3 +70,12 @@ def save_config(cfg: Any, path: str | Path) -> None:
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, path, resolve=True)
+
+
+def describe(values: list[float]) -> dict[str, float]:
+    """Mean, standard deviation, median, min, max and count of a list of per-image values."""
+    import numpy as np
+
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std()), "median": float(np.median(a)),
+            "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}

@@ -201,12 +201,3 @@ class MicroscopyDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
-
-    @staticmethod
-    def sample_paths(samples: Sequence[Sample]) -> list[dict[str, str | None]]:
-        """Plain description of samples, for summaries."""
-        return [
-            {"name": s.name, "source": str(s.source), "target": str(s.target) if s.target else None}
-            for s in samples
-        ]
-

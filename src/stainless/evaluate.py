@@ -24,7 +24,7 @@ from stainless.models.segmentation_module import SegmentationModule
 from stainless.report import write_report
 from stainless.tiling import predict_tiled
 from stainless.utils.logging import describe, save_config, write_json
-from stainless.visuals import colorize, grid, to_rgb
+from stainless.visuals import grid, image_to_image_panels, to_rgb
 
 METRICS = ("mse", "mae", "psnr", "ssim", "pearson", "lpips")
 
@@ -121,13 +121,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         for name, value in maps.items():
             array = value[0, 0].numpy()
             write_tiff(out_dir / "maps" / f"{sample.name}_{name}.tif", array.astype(np.float32))
-        panels = {
-            "input": to_rgb(source[None].cpu()), "prediction": to_rgb(pred), "target": to_rgb(target),
-            "abs_error": colorize(maps["abs_error"], "magma", 0.0, 0.5),
-            "1-ssim": colorize(1 - maps["ssim"], "viridis", 0.0, 1.0),
-        }
-        if "lpips" in maps:
-            panels["lpips"] = colorize(maps["lpips"], "inferno")
+        panels = image_to_image_panels(source[None].cpu(), pred, target, maps)
         for name in ("abs_error", "1-ssim", "lpips"):
             if name in panels:
                 iio.imwrite(out_dir / "maps" / f"{sample.name}_{name}.png", grid({name: panels[name]}, pad=0))

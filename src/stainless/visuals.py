@@ -36,3 +36,15 @@ def grid(panels: dict[str, torch.Tensor], pad: int = 2) -> np.ndarray:
             top, left = pad + row * (h + pad), pad + col * (w + pad)
             out[top : top + h, left : left + w] = images[row].permute(1, 2, 0).numpy()
     return (out * 255).round().astype(np.uint8)
+
+
+def image_to_image_panels(
+    source: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, maps: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Input, prediction, target and coloured metric maps (|error|, 1-SSIM, LPIPS if present), (N, 3, H, W)."""
+    panels = {"input": to_rgb(source), "prediction": to_rgb(pred), "target": to_rgb(target),
+              "abs_error": colorize(maps["abs_error"], "magma", 0.0, 0.5),
+              "1-ssim": colorize(1 - maps["ssim"], "viridis", 0.0, 1.0)}
+    if "lpips" in maps:
+        panels["lpips"] = colorize(maps["lpips"], "inferno")
+    return panels

@@ -16,7 +16,7 @@ from stainless.metrics.image import HIGHER_IS_BETTER, ImageMetrics, LPIPSScorer,
 from stainless.models.components.generators import CLASSIC, build_generator
 from stainless.models.components.patchgan import PatchGANDiscriminator
 from stainless.utils.pretrained import PretrainedWeightsMissing, lpips_missing_message
-from stainless.visuals import colorize, to_rgb
+from stainless.visuals import image_to_image_panels
 
 
 def adversarial_loss(kind: str, logits: torch.Tensor, real: bool, for_discriminator: bool) -> torch.Tensor:
@@ -198,10 +198,4 @@ class Pix2PixModule(StainlessModule):
         if self._visual_batch is None:
             return {}
         source, pred, target = self._visual_batch
-        maps = image_maps(pred, target, self.lpips)
-        panels = {"input": to_rgb(source), "prediction": to_rgb(pred), "target": to_rgb(target)}
-        panels["abs_error"] = colorize(maps["abs_error"], "magma", 0.0, 0.5)
-        panels["1-ssim"] = colorize(1 - maps["ssim"], "viridis", 0.0, 1.0)
-        if "lpips" in maps:
-            panels["lpips"] = colorize(maps["lpips"], "inferno", 0.0, None)
-        return panels
+        return image_to_image_panels(source, pred, target, image_maps(pred, target, self.lpips))

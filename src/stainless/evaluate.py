@@ -17,16 +17,20 @@ from stainless.checkpoint import CheckpointError, module_from_checkpoint
 from stainless.data.datamodule import MicroscopyDataModule
 from stainless.data.datasets import load_sample
 from stainless.data.samples import Sample, input_samples
+from stainless.evaluate_nuclei import COLUMNS as NUCLEI_COLUMNS
+from stainless.evaluate_nuclei import NucleiEvaluation, report_section, separation_maps
+from stainless.evaluate_segmentation import analyse_videos, evaluate_segmentation, report_segmentation
 from stainless.io import image_dtype, to_dtype, write_tiff
 from stainless.metrics.image import HIGHER_IS_BETTER, LPIPSScorer, image_maps, per_image_metrics
-from stainless.evaluate_segmentation import analyse_videos, evaluate_segmentation, report_segmentation
+from stainless.metrics.nuclei import NucleusDetector, outline_nuclei, write_labels
 from stainless.models.segmentation_module import SegmentationModule
 from stainless.report import write_report
 from stainless.tiling import predict_tiled
+from stainless.uncertainty import sample_predictions, uncertainty_map
 from stainless.utils.logging import describe, save_config, write_json
-from stainless.visuals import grid, image_to_image_panels, to_rgb
+from stainless.visuals import colorize, grid, image_to_image_panels, to_rgb
 
-METRICS = ("mse", "mae", "psnr", "ssim", "pearson", "lpips")
+METRICS = ("mse", "mae", "psnr", "ssim", "pearson", "lpips", *NUCLEI_COLUMNS)
 
 
 def _device(name: str) -> torch.device:
@@ -100,39 +104,71 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     normalization = data_hp.get("normalization") or {}
     constant = _train_target_mean(datamodule, split) if cfg.baselines and split else None
 
+    nuclei = NucleiEvaluation(NucleusDetector.from_config(cfg.detector), cfg.nuclei.use_labels) if cfg.nuclei.enabled else None
+    if nuclei is not None and nuclei.detector._segmenter is not None:
+        nuclei.detector._segmenter.to(device)
+    predict = lambda batch: module(batch).clamp(0, 1)
+
     rows: list[dict[str, Any]] = []
     figures: list[dict[str, Any]] = []
     for sample in samples:
         loaded = load_sample(sample, normalization, "image", data_hp.get("channel_axis", "auto"))
         source = torch.from_numpy(loaded.source).to(device)
-        pred = predict_tiled(
-            module, source, tile, cfg.tile_overlap, cfg.batch_size, module.size_multiple
-        ).clamp(0, 1)[None].cpu()
+        pred = predict_tiled(predict, source, tile, cfg.tile_overlap, cfg.batch_size, module.size_multiple)[None].cpu()
         pred_np = pred[0].numpy()
         dtype = image_dtype(sample.source) if cfg.output_dtype == "input" else np.float32
         write_tiff(out_dir / "predictions" / f"{sample.name}.tif", to_dtype(pred_np, dtype))
-        if loaded.target is None:
-            rows.append({"image": sample.name, "method": "model"})
-            figures.append({"name": sample.name, "panels": {"input": to_rgb(source[None]), "prediction": to_rgb(pred)}})
+        panels: dict[str, torch.Tensor] = {"input": to_rgb(source[None]), "prediction": to_rgb(pred)}
+        uncertainty = None
+        if cfg.uncertainty.method != "none":
+            draws = sample_predictions(predict, module, source, cfg.uncertainty.method, cfg.uncertainty.n_samples, tile,
+                                       cfg.tile_overlap, cfg.batch_size, module.size_multiple, cfg.uncertainty.seed)
+            uncertainty = uncertainty_map(draws.cpu()).numpy()
+            write_tiff(out_dir / "maps" / f"{sample.name}_uncertainty.tif", uncertainty.astype(np.float32))
+            panels["uncertainty"] = colorize(torch.from_numpy(uncertainty)[None, None], "cividis", 0.0, 0.2)
+            iio.imwrite(out_dir / "maps" / f"{sample.name}_uncertainty.png", grid({"u": panels["uncertainty"]}, pad=0))
+        target_np = loaded.target
+        true = nuclei.truth(target_np, loaded.labels) if nuclei is not None else None
+        row: dict[str, Any] = {"image": sample.name, "method": "model"}
+        score = found = None
+        if true is not None:
+            nuclei_row, found, score = nuclei.score("model", pred_np, true)
+            row.update(nuclei_row)
+            write_labels(out_dir / "nuclei" / f"{sample.name}_true.tif", true)
+        elif nuclei is not None:
+            found = nuclei.detector(pred_np)
+        if found is not None:
+            write_labels(out_dir / "nuclei" / f"{sample.name}_predicted.tif", found)
+        if target_np is None:
+            rows.append(row)
+            if nuclei is not None:
+                nuclei.add_model_image(sample.name, pred_np, found, None, None, {}, uncertainty)
+            figures.append({"name": sample.name, "panels": panels})
             continue
-        target = torch.from_numpy(loaded.target)[None]
-        rows.append({"image": sample.name, "method": "model", **per_image_metrics(pred, target, lpips)[0]})
+        target = torch.from_numpy(target_np)[None]
+        rows.append({**row, **per_image_metrics(pred, target, lpips)[0]})
         maps = image_maps(pred, target, lpips)
         for name, value in maps.items():
-            array = value[0, 0].numpy()
-            write_tiff(out_dir / "maps" / f"{sample.name}_{name}.tif", array.astype(np.float32))
-        panels = image_to_image_panels(source[None].cpu(), pred, target, maps)
-        for name in ("abs_error", "1-ssim", "lpips"):
+            write_tiff(out_dir / "maps" / f"{sample.name}_{name}.tif", value[0, 0].numpy().astype(np.float32))
+        panels = image_to_image_panels(source[None].cpu(), pred, target, maps) | {
+            k: v for k, v in panels.items() if k == "uncertainty"}
+        if score is not None:
+            panels["nuclei"] = outline_nuclei(pred[0], true, found, score)[None]
+            nuclei.add_model_image(sample.name, pred_np, found, true, score, separation_maps(maps), uncertainty)
+        for name in ("abs_error", "1-ssim", "lpips", "nuclei"):
             if name in panels:
                 iio.imwrite(out_dir / "maps" / f"{sample.name}_{name}.png", grid({name: panels[name]}, pad=0))
         figures.append({"name": sample.name, "panels": panels})
         if cfg.baselines:
             source01 = torch.from_numpy(loaded.source)[None]
             rescaled = source01.mean(1, keepdim=True).expand_as(target) if source01.shape[1] != target.shape[1] else source01
-            rows.append({"image": sample.name, "method": "baseline_input", **per_image_metrics(rescaled, target, lpips)[0]})
-            level = torch.as_tensor(constant if constant is not None else loaded.target.mean((1, 2)), dtype=torch.float32)
+            level = torch.as_tensor(constant if constant is not None else target_np.mean((1, 2)), dtype=torch.float32)
             flat = level.view(1, -1, 1, 1).expand_as(target).contiguous()
-            rows.append({"image": sample.name, "method": "baseline_mean", **per_image_metrics(flat, target, lpips)[0]})
+            for method, image in (("baseline_input", rescaled), ("baseline_mean", flat)):
+                row = {"image": sample.name, "method": method, **per_image_metrics(image, target, lpips)[0]}
+                if true is not None:
+                    row.update(nuclei.score(method, image[0].numpy(), true)[0])
+                rows.append(row)
 
     methods = list(dict.fromkeys(r["method"] for r in rows))
     columns = ["image", "method", *[m for m in METRICS if any(m in r for r in rows)]]
@@ -151,9 +187,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "metrics": {m: {n: describe([r[n] for r in rows if r["method"] == m and n in r])
                         for n in METRICS if any(n in r for r in rows if r["method"] == m)} for m in methods},
         "higher_is_better": {k: v for k, v in HIGHER_IS_BETTER.items()},
-        "duration_s": round(time.time() - started, 1),
+        "uncertainty": dict(cfg.uncertainty),
     }
+    if nuclei is not None:
+        nuclei.write_table(out_dir / "nuclei.csv")
+        summary["nuclei"] = nuclei.summary()
+    summary["duration_s"] = round(time.time() - started, 1)
     write_json(out_dir / "summary.json", summary)
-    report = write_report(out_dir, summary, rows, figures[: cfg.max_report_images], cfg.report)
+    sections = [report_section(summary)] if "nuclei" in summary else []
+    report = write_report(out_dir, summary, rows, figures[: cfg.max_report_images], cfg.report, sections=sections)
     rank_zero_info(f"Evaluation written to {out_dir} (report: {report.name})")
     return summary

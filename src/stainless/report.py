@@ -22,6 +22,14 @@ EXPLANATIONS = {
     "offsets, so it measures whether bright and dark places agree.",
     "lpips": "Learned perceptual distance (0 is identical) from deep features of an ImageNet network. Closer to "
     "how images look than MSE, but trained on natural photographs, not microscopy.",
+    "nuclei_f1": "F1 of nuclei matched one-to-one (IoU >= 0.5) between prediction and truth (1 is perfect): counts "
+    "whole nuclei found, invented or lost, which no pixel score does. It depends on the detector that turns "
+    "both images into nuclei, and says nothing about intensities inside a nucleus.",
+    "hallucinated": "Predicted nuclei without a true partner: nuclei the model invented (or split, or misplaced "
+    "by more than the IoU allows).",
+    "missed": "True nuclei without a predicted partner: real nuclei the model did not draw.",
+    "count_error": "Predicted minus true number of nuclei per image: near zero can hide as many inventions as "
+    "losses, so read it next to the two counts above.",
 }
 MAPS = (
     "Maps: absolute error (bright = large error), 1-SSIM (bright = locally dissimilar), LPIPS (bright = "
@@ -55,8 +63,13 @@ def _table(summary: dict[str, Any], explanations: dict[str, str]) -> tuple[list[
 def write_report(
     out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]], figures: list[dict[str, Any]], kind: str,
     explanations: dict[str, str] | None = None, notes: str = MAPS,
+    sections: list[tuple[str, list[str]]] | None = None,
 ) -> Path:
-    """Write ``figures/<image>.png`` and ``report.html`` (or ``report.md`` for ``kind="markdown"``)."""
+    """Write ``figures/<image>.png`` and ``report.html`` (or ``report.md`` for ``kind="markdown"``).
+
+    ``sections`` are extra (title, paragraphs) placed before the figures.
+    """
+    sections = sections or []
     explanations = explanations or EXPLANATIONS
     figure_dir = out_dir / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +87,10 @@ def write_report(
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(r) + " |" for r in table]
         lines += ["", "## What the numbers measure", ""] + [f"- **{n}**: {explanations[n]}" for n in present]
-        lines += ["", notes, "", "## Figures", ""]
+        lines += ["", notes, ""]
+        for title, paragraphs in sections:
+            lines += [f"## {title}", ""] + [p for para in paragraphs for p in (para, "")]
+        lines += ["## Figures", ""]
         for name, rel, cols in pictures:
             lines += [f"**{name}** ({', '.join(cols)})", "", f"![{name}]({rel})", ""]
         path = out_dir / "report.md"
@@ -95,7 +111,10 @@ def write_report(
         parts.append("</table><p>Mean ± standard deviation over images.</p>")
     parts.append("<h2>What the numbers measure</h2><ul>")
     parts += [f"<li><b>{n}</b>: {esc(explanations[n])}</li>" for n in present]
-    parts.append(f"</ul><p>{esc(notes)}</p><h2>Figures</h2>")
+    parts.append(f"</ul><p>{esc(notes)}</p>")
+    for title, paragraphs in sections:
+        parts.append(f"<h2>{esc(title)}</h2>" + "".join(f"<p>{esc(p)}</p>" for p in paragraphs))
+    parts.append("<h2>Figures</h2>")
     for name, rel, cols in pictures:
         parts.append(f"<h3>{esc(name)}</h3><p>Columns: {esc(', '.join(cols))}</p><img src='{esc(rel)}'>")
     parts.append("</body></html>")

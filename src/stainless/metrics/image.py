@@ -129,7 +129,9 @@ class ImageMetrics(MetricCollection):
         super().__init__(metrics, prefix=prefix, compute_groups=False)
 
 
-HIGHER_IS_BETTER = {"mse": False, "mae": False, "psnr": True, "ssim": True, "pearson": True, "lpips": False}
+HIGHER_IS_BETTER = {"mse": False, "mae": False, "psnr": True, "ssim": True, "pearson": True, "lpips": False,
+                    "nuclei_f1": True, "nuclei_precision": True, "nuclei_recall": True, "hallucinated": False,
+                    "missed": False}
 
 
 def per_image_metrics(pred: torch.Tensor, target: torch.Tensor, lpips: LPIPSScorer | None = None) -> list[dict]:

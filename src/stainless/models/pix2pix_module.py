@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
-from torchmetrics import MaxMetric, MinMetric
+from torchmetrics import MaxMetric, MinMetric, SumMetric
 
-from stainless.models.base import StainlessModule
 from stainless.metrics.image import HIGHER_IS_BETTER, ImageMetrics, LPIPSScorer, image_maps
+from stainless.metrics.nuclei import NucleusDetector, outline_nuclei, score_nuclei
+from stainless.models.base import StainlessModule
 from stainless.models.components.generators import CLASSIC, build_generator
 from stainless.models.components.patchgan import PatchGANDiscriminator
 from stainless.utils.pretrained import PretrainedWeightsMissing, lpips_missing_message
@@ -47,6 +48,9 @@ class Pix2PixModule(StainlessModule):
         gradient_clip_val: clip both networks' gradients to this norm (the Trainer's option does not apply
             under manual optimisation).
         metrics: ``lpips`` (bool), ``lpips_net``, ``lpips_trunk`` (path to the trunk's weights).
+        nuclei: ``enabled`` and ``detector`` (:class:`NucleusDetector` options): validation also detects nuclei
+            in predictions and targets (or uses the batch's instance labels as the truth) and logs
+            ``val/nuclei_f1``, ``val/hallucinated`` and ``val/missed`` (counts over the validation set).
         n_visuals: images shown in the logged picture grids.
         lr: the learning rate the optimiser configs refer to (``model.lr``, one key for sweeps); not used directly.
     """
@@ -65,6 +69,7 @@ class Pix2PixModule(StainlessModule):
         metrics: Mapping[str, Any] | None = None,
         n_visuals: int = 4,
         lr: float | None = None,
+        nuclei: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -79,10 +84,15 @@ class Pix2PixModule(StainlessModule):
             raise PretrainedWeightsMissing("loss.perceptual_weight > 0 needs LPIPS. " + lpips_missing_message(self.lpips.net_name))
         self.val_metrics = ImageMetrics(self.lpips, prefix="val/")
         self.test_metrics = ImageMetrics(self.lpips, prefix="test/")
-        self.val_best = nn.ModuleDict(
-            {name: MaxMetric() if HIGHER_IS_BETTER[name] else MinMetric() for name in self.val_metrics.keys(keep_base=True)}
-        )
-        self._visual_batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        best = {name: HIGHER_IS_BETTER[name] for name in self.val_metrics.keys(keep_base=True)}
+        self.nuclei_enabled = bool((nuclei or {}).get("enabled", False))
+        self._detector: NucleusDetector | None = None  # built on first use: a checkpoint detector loads a file
+        if self.nuclei_enabled:
+            # true positives, hallucinated, missed: sums reduced across processes, F1 computed from the totals
+            self.val_nuclei = nn.ModuleDict({k: SumMetric() for k in ("tp", "hallucinated", "missed")})
+            best.update({name: HIGHER_IS_BETTER[name] for name in ("nuclei_f1", "hallucinated", "missed")})
+        self.val_best = nn.ModuleDict({name: MaxMetric() if high else MinMetric() for name, high in best.items()})
+        self._visual_batch: tuple[torch.Tensor, ...] | None = None
 
     # -- inference --------------------------------------------------------------------------------------------
 
@@ -161,17 +171,44 @@ class Pix2PixModule(StainlessModule):
         for best in self.val_best.values():
             best.reset()
 
+    @property
+    def detector(self) -> NucleusDetector:
+        if self._detector is None:
+            self._detector = NucleusDetector.from_config(self.hparams.nuclei.get("detector"))
+        return self._detector
+
+    def nuclei_labels(self, pred: torch.Tensor, target: torch.Tensor, labels: torch.Tensor | None) -> list[tuple]:
+        """Per image: (true labels, predicted labels, score); truth from ``labels`` when given, else detected."""
+        out = []
+        for i in range(pred.shape[0]):
+            true = labels[i].cpu().numpy() if labels is not None else self.detector(target[i].float().cpu().numpy())
+            found = self.detector(pred[i].float().cpu().numpy())
+            out.append((true, found, score_nuclei(true, found, thresholds=(0.5,))))
+        return out
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         pred = self(batch["source"]).clamp(0, 1)
         self.val_metrics.update(pred, batch["target"])
+        nuclei = None
+        if self.nuclei_enabled:
+            nuclei = self.nuclei_labels(pred, batch["target"], batch.get("labels"))
+            for key in ("tp", "hallucinated", "missed"):
+                self.val_nuclei[key].update(float(sum(score[key] for _, _, score in nuclei)))
         if batch_idx == 0:
             n = self.hparams.n_visuals
-            self._visual_batch = (batch["source"][:n], pred[:n], batch["target"][:n])
+            self._visual_batch = (batch["source"][:n], pred[:n], batch["target"][:n], nuclei[:n] if nuclei else None)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()  # already reduced across processes by torchmetrics
         self.val_metrics.reset()
         self.log("val/ssim", values.pop("val/ssim"), prog_bar=True)
+        if self.nuclei_enabled:
+            counts = {key: metric.compute() for key, metric in self.val_nuclei.items()}
+            for metric in self.val_nuclei.values():
+                metric.reset()
+            errors = 2 * counts["tp"] + counts["hallucinated"] + counts["missed"]
+            values["val/nuclei_f1"] = 2 * counts["tp"] / errors if errors > 0 else torch.ones_like(errors)
+            values["val/hallucinated"], values["val/missed"] = counts["hallucinated"], counts["missed"]
         self.log_dict(values)
         values["val/ssim"] = self.trainer.callback_metrics["val/ssim"]
         if self.trainer.sanity_checking:
@@ -197,5 +234,8 @@ class Pix2PixModule(StainlessModule):
         """Panels of the first validation batch, each (N, 3, H, W) in [0, 1], for the image-logging callback."""
         if self._visual_batch is None:
             return {}
-        source, pred, target = self._visual_batch
-        return image_to_image_panels(source, pred, target, image_maps(pred, target, self.lpips))
+        source, pred, target, nuclei = self._visual_batch
+        panels = image_to_image_panels(source, pred, target, image_maps(pred, target, self.lpips))
+        if nuclei:
+            panels["nuclei"] = torch.stack([outline_nuclei(p, t, f, s) for p, (t, f, s) in zip(pred.cpu(), nuclei)])
+        return panels

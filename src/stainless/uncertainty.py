@@ -1,0 +1,87 @@
+"""Uncertainty of a prediction without ground truth: spread under test-time augmentation or Monte-Carlo dropout.
+
+A nucleus the model is sure of appears the same whichever way the input is flipped or rotated (or whichever
+dropout mask is drawn); an invented one tends to come and go. The per-pixel standard deviation over such
+predictions is the uncertainty map; :func:`stainless.metrics.nuclei.nuclei_table` turns it into a risk per
+nucleus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from stainless.tiling import predict_tiled
+
+METHODS = ("none", "tta", "mc_dropout")
+
+
+def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """The k-th of the 8 symmetries of the square (k = 0..7: 4 rotations, each with or without a flip)."""
+    rotations, flip = k % 4, k >= 4
+    if not inverse:
+        x = x.flip(-1) if flip else x
+        return torch.rot90(x, rotations, (-2, -1))
+    x = torch.rot90(x, -rotations, (-2, -1))
+    return x.flip(-1) if flip else x
+
+
+def _dropout_layers(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+
+
+def sample_predictions(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    module: nn.Module,
+    image: torch.Tensor,
+    method: str,
+    n_samples: int,
+    tile_size: int,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    multiple: int = 1,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Predictions of one (C, H, W) image under ``method``: (n, C_out, H, W).
+
+    Args:
+        predict: the model's inference function on batches (N, C, t, t).
+        module: the network behind ``predict`` (its dropout layers are switched on for ``mc_dropout``).
+        method: ``tta`` (the first ``n_samples`` of the 8 flips/rotations, each undone on the output) or
+            ``mc_dropout`` (``n_samples`` passes with dropout active, seeded).
+    """
+    if method == "tta":
+        if not 2 <= n_samples <= 8:
+            raise ValueError(f"uncertainty.n_samples={n_samples}: test-time augmentation has 2 to 8 transforms")
+        return torch.stack([
+            predict_tiled(lambda b, k=k: dihedral(predict(dihedral(b, k)), k, inverse=True), image, tile_size, overlap,
+                          batch_size, multiple)
+            for k in range(n_samples)
+        ])
+    if method == "mc_dropout":
+        layers = _dropout_layers(module)
+        if not layers:
+            raise ValueError(
+                "uncertainty.method=mc_dropout: this model has no dropout layers; use uncertainty.method=tta"
+            )
+        if n_samples < 2:
+            raise ValueError(f"uncertainty.n_samples={n_samples}: Monte-Carlo dropout needs at least 2 samples")
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            for layer in layers:
+                layer.train()
+            return torch.stack([predict_tiled(predict, image, tile_size, overlap, batch_size, multiple)
+                                for _ in range(n_samples)])
+        finally:
+            for layer in layers:
+                layer.eval()
+            torch.random.set_rng_state(generator_state)
+    raise ValueError(f"uncertainty.method: unknown method {method!r}; use {', '.join(METHODS)}")
+
+
+def uncertainty_map(samples: torch.Tensor) -> torch.Tensor:
+    """Per-pixel standard deviation over samples (n, C, H, W), averaged over channels: (H, W)."""
+    return samples.std(0, unbiased=False).mean(0)

@@ -95,9 +95,9 @@ def test_every_callbacks_option_instantiates(cfg_train, callbacks):
     if "ModelCheckpoint" in names:  # the best by the monitored metric, and last.ckpt every epoch
         assert {c.monitor for c in built if type(c).__name__ == "ModelCheckpoint"} == {cfg.monitor, None}
     expected = {
-        "default": {"ModelCheckpoint", "EarlyStopping", "ImageLogger", "TQDMProgressBar"},
+        "default": {"ModelCheckpoint", "CheckpointOnSigterm", "EarlyStopping", "ImageLogger", "TQDMProgressBar"},
         "none": set(),
-        "model_checkpoint": {"ModelCheckpoint"},
+        "model_checkpoint": {"ModelCheckpoint", "CheckpointOnSigterm"},
         "early_stopping": {"EarlyStopping"},
         "image_logger": {"ImageLogger"},
         "progress_bar": {"TQDMProgressBar"},

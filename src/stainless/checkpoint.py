@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import get_class
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with the file named in the message."""
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, trusted: bool = False) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``: no code in the file is ever executed.
+
+    Args:
+        trusted: unpickle anything (``trust_checkpoint=true``): runs whatever code the file carries, so only
+            for your own files written by other tools.
 
     Raises:
         CheckpointError: missing file, or a file that is not a plain-data PyTorch checkpoint.
@@ -24,8 +31,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file does not exist")
+    if trusted:
+        rank_zero_warn(f"{path}: loaded with trust_checkpoint=true (full unpickling: any code in it runs)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
@@ -44,7 +53,7 @@ def module_class(checkpoint: dict[str, Any], path: str | Path) -> type:
     return get_class(name)
 
 
-def module_from_checkpoint(path: str | Path):
+def module_from_checkpoint(path: str | Path, trusted: bool = False):
     """Rebuild a stainless LightningModule (weights included) from its checkpoint alone.
 
     Pretrained-encoder downloads are switched off: the checkpoint carries every weight.
@@ -52,7 +61,7 @@ def module_from_checkpoint(path: str | Path):
     Returns:
         (module in eval mode, checkpoint dict)
     """
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, trusted)
     cls = module_class(checkpoint, path)
     hparams = copy.deepcopy(checkpoint.get("hyper_parameters", {}))
     for key in ("generator", "backbone"):
@@ -61,6 +70,66 @@ def module_from_checkpoint(path: str | Path):
     module = cls(**hparams)
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval(), checkpoint
+
+
+def resolve_resume(ckpt_path: str | None, runs_root: str | Path, output_dir: str | Path) -> str | None:
+    """The checkpoint a run resumes from: a file, a run directory (its ``checkpoints/last.ckpt``), or ``last``.
+
+    ``last`` is the newest ``checkpoints/last.ckpt`` of an earlier run of the same task under ``runs_root``
+    (``outputs/<task>``): a resumed run gets a directory of its own, so Lightning's own ``"last"`` (which looks in
+    the new run's directory) would find nothing.
+
+    Raises:
+        CheckpointError: nothing to resume from.
+    """
+    if not ckpt_path:
+        return None
+    if str(ckpt_path) == "last":
+        own = Path(output_dir).resolve()
+        candidates = [p for p in Path(runs_root).glob("**/checkpoints/last.ckpt") if own not in p.resolve().parents]
+        if not candidates:
+            raise CheckpointError(f"ckpt_path=last: no checkpoints/last.ckpt of an earlier run under {runs_root}")
+        found = max(candidates, key=lambda p: p.stat().st_mtime)
+        rank_zero_info(f"ckpt_path=last: resuming {found}")
+        return str(found)
+    path = Path(ckpt_path).expanduser()
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
+            if candidate.is_file():
+                return str(candidate)
+        raise CheckpointError(f"{path}: a directory without checkpoints/last.ckpt to resume from")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file does not exist")
+    return str(path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside their destination, then renamed into place.
+
+    ``os.replace`` is atomic on POSIX file systems: a process killed while saving (SIGKILL, out of memory, the
+    node lost) leaves the previous file intact, never half a file. Lightning's own writer serialises to memory
+    first but then writes the destination in place. Remote paths (``s3://`` ...) use Lightning's writer.
+    Loading is always ``weights_only``.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if "://" in str(path) or storage_options is not None:
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
+        return super().load_checkpoint(path, map_location or "cpu", weights_only=True if weights_only is None else weights_only)
 
 
 def init_weights_from(module: torch.nn.Module, path: str | Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPARED = (("ssim", "SSIM", True), ("psnr", "PSNR (dB)", True), ("mse", "MSE", False))
+COMPARED = (("ssim", "SSIM", True), ("psnr", "PSNR (dB)", True), ("mse", "MSE", False), ("nuclei_f1", "nuclei F1", True))
 
 
 def _run(args: list[str]) -> None:
@@ -30,9 +30,12 @@ def _run(args: list[str]) -> None:
 def comparison_table(summary: dict) -> tuple[str, bool]:
     """A text table of model vs. baselines and whether the model beats both on every compared metric."""
     methods = summary["metrics"]
-    lines = [f"{'method':<16}" + "".join(f"{label:>14}" for _, label, _ in COMPARED)]
+    counts = summary.get("nuclei", {}).get("pooled_over_images", {})
+    lines = [f"{'method':<16}" + "".join(f"{label:>12}" for _, label, _ in COMPARED) + f"{'hallucinated':>14}{'missed':>8}"]
     for method, stats in methods.items():
-        lines.append(f"{method:<16}" + "".join(f"{stats[key]['mean']:>14.4f}" for key, _, _ in COMPARED))
+        pooled = counts.get(method, {})
+        lines.append(f"{method:<16}" + "".join(f"{stats[key]['mean']:>12.4f}" for key, _, _ in COMPARED)
+                     + f"{pooled.get('hallucinated', ''):>14}{pooled.get('missed', ''):>8}")
     wins = all(
         (methods["model"][key]["mean"] > methods[b][key]["mean"]) == higher
         for key, _, higher in COMPARED

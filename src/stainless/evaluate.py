@@ -17,6 +17,7 @@ from stainless.checkpoint import CheckpointError, module_from_checkpoint
 from stainless.data.datamodule import MicroscopyDataModule
 from stainless.data.datasets import load_sample
 from stainless.data.samples import Sample, input_samples
+from stainless.data.validate import validate_samples
 from stainless.evaluate_nuclei import COLUMNS as NUCLEI_COLUMNS
 from stainless.evaluate_nuclei import NucleiEvaluation, report_section, separation_maps
 from stainless.evaluate_segmentation import analyse_videos, evaluate_segmentation, report_segmentation
@@ -27,7 +28,9 @@ from stainless.models.segmentation_module import SegmentationModule
 from stainless.report import write_report
 from stainless.tiling import predict_tiled
 from stainless.uncertainty import sample_predictions, uncertainty_map
+from stainless.utils.config import check_types, ensure_new_run_dir
 from stainless.utils.logging import describe, save_config, write_json
+from stainless.utils.secrets import redact_files
 from stainless.visuals import colorize, grid, image_to_image_panels, to_rgb
 
 METRICS = ("mse", "mae", "psnr", "ssim", "pearson", "lpips", *NUCLEI_COLUMNS)
@@ -78,8 +81,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """
     started = time.time()
     out_dir = Path(cfg.paths.output_dir)
+    check_types(cfg)
+    ensure_new_run_dir(out_dir)
     save_config(cfg, out_dir / "config_resolved.yaml")
-    module, checkpoint = module_from_checkpoint(cfg.ckpt_path)
+    redact_files(out_dir / ".hydra")
+    module, checkpoint = module_from_checkpoint(cfg.ckpt_path, cfg.get("trust_checkpoint", False))
     device = _device(cfg.device)
     module.to(device)
     data_hp = checkpoint.get("datamodule_hyper_parameters")
@@ -92,6 +98,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = MicroscopyDataModule(**data_hp)
     if cfg.input:
         samples = input_samples(cfg.input, cfg.target, data_hp.get("source_channels"), data_hp.get("target_channels"))
+        # every file checked before the first prediction (tiling serves images of any size: no patch check)
+        samples = validate_samples({"input": samples}, {**data_hp, "patch_size": None})["input"]
         split: dict[str, list[Sample]] = {}
     else:
         datamodule.prepare_data()

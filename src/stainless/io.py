@@ -6,6 +6,7 @@ full precision: normalisation works on the raw values, never on an 8-bit copy.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,8 +16,10 @@ import tifffile
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg")
-# Larger images than this are refused: a decompression bomb must not exhaust memory.
-MAX_PIXELS = 2**31
+# Images with more values than this (pixels x channels) are refused from their header, before decoding: a
+# decompression bomb (a small file that decodes to gigabytes) must not exhaust memory. 2**29 values are 2 GiB
+# as float32, e.g. a 16k x 16k x 2-channel field; raise it with the STAINLESS_MAX_PIXELS environment variable.
+MAX_PIXELS = int(os.environ.get("STAINLESS_MAX_PIXELS", 2**29))
 
 
 class ImageReadError(ValueError):
@@ -64,6 +67,65 @@ def _to_chw(array: np.ndarray, axes: str | None, channel_axis: int | str, path: 
     return np.moveaxis(array, int(channel_axis), 0)
 
 
+def _check_file(path: Path) -> str:
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file does not exist")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ImageReadError(f"{path}: unsupported format {suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
+    return suffix
+
+
+def read_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype, str | None]:
+    """Shape, dtype and axes (TIFF metadata, else None) of an image file, from its header only.
+
+    Raises:
+        ImageReadError: missing, empty, unsupported, corrupt or oversized (decompression bomb) file.
+    """
+    path = Path(path)
+    suffix = _check_file(path)
+    try:
+        if suffix in TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                shape, dtype, axes = tuple(series.shape), np.dtype(series.dtype), series.axes
+        else:
+            props = iio.improps(path)
+            shape, dtype = tuple(props.shape), np.dtype(props.dtype)
+            axes = "YXS" if len(shape) == 3 else None
+    except Exception as error:  # the decoders raise many types; the user needs the file and the reason
+        if type(error).__name__ == "DecompressionBombError":  # Pillow's own guard, for the same reason as ours
+            raise ImageReadError(f"{path}: image is too large to read safely ({error})") from None
+        raise ImageReadError(f"{path}: cannot decode image ({type(error).__name__}: {error})") from None
+    if int(np.prod(shape, dtype=np.float64)) > MAX_PIXELS:
+        raise ImageReadError(
+            f"{path}: image of shape {shape} is too large to read safely (more than {MAX_PIXELS} values; "
+            "raise STAINLESS_MAX_PIXELS if it is genuine)"
+        )
+    return shape, dtype, axes
+
+
+def _select_channels(n_channels: int, channels: Sequence[int] | None, path: Path) -> list[int] | None:
+    if channels is None:
+        return None
+    channels = list(channels)
+    bad = [c for c in channels if not -n_channels <= c < n_channels]
+    if bad:
+        raise ImageReadError(f"{path}: channel index {bad[0]} out of range; the image has {n_channels} channel(s)")
+    return channels
+
+
+def image_shape(path: str | Path, channels: Sequence[int] | None = None, channel_axis: int | str = "auto") -> tuple[int, int, int]:
+    """The (C, H, W) shape :func:`read_image` would return, from the header alone (nothing decoded)."""
+    path = Path(path)
+    shape, _, axes = read_header(path)
+    chw = _to_chw(np.broadcast_to(np.zeros((), np.uint8), shape), axes, channel_axis, path).shape
+    selected = _select_channels(chw[0], channels, path)
+    return (len(selected) if selected is not None else chw[0], chw[1], chw[2])
+
+
 def read_image(
     path: str | Path,
     channels: Sequence[int] | None = None,
@@ -80,39 +142,19 @@ def read_image(
         float32 array (C, H, W) holding the raw values (not rescaled).
 
     Raises:
-        ImageReadError: missing, empty, corrupt or oversized file, or a channel index out of range.
+        ImageReadError: missing, empty, corrupt or oversized file (refused from its header), a channel index
+            out of range, or NaN/Inf pixels.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: file does not exist")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: file is empty (0 bytes)")
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        raise ImageReadError(f"{path}: unsupported format {suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
+    _, _, axes = read_header(path)
     try:
-        if suffix in TIFF_SUFFIXES:
-            axes = _tiff_axes(path)
-            array = tifffile.imread(path)
-        else:
-            props = iio.improps(path)
-            if int(np.prod(props.shape)) > MAX_PIXELS:
-                raise ImageReadError(f"{path}: image of shape {props.shape} is too large to read safely")
-            axes = "YXS" if len(props.shape) == 3 else None
-            array = iio.imread(path)
-    except ImageReadError:
-        raise
+        array = tifffile.imread(path) if path.suffix.lower() in TIFF_SUFFIXES else iio.imread(path)
     except Exception as error:  # the decoders raise many types; the user needs the file and the reason
         raise ImageReadError(f"{path}: cannot decode image ({type(error).__name__}: {error})") from None
-    if array.size > MAX_PIXELS:
-        raise ImageReadError(f"{path}: image of shape {array.shape} is too large to read safely")
     chw = _to_chw(np.asarray(array), axes, channel_axis, path)
-    if channels is not None:
-        channels = list(channels)
-        bad = [c for c in channels if not -chw.shape[0] <= c < chw.shape[0]]
-        if bad:
-            raise ImageReadError(f"{path}: channel index {bad[0]} out of range; the image has {chw.shape[0]} channel(s)")
-        chw = chw[channels]
+    selected = _select_channels(chw.shape[0], channels, path)
+    if selected is not None:
+        chw = chw[selected]
     chw = chw.astype(np.float32, copy=False)
     if not np.isfinite(chw).all():
         raise ImageReadError(f"{path}: image contains NaN or Inf pixels")

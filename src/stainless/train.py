@@ -12,9 +12,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from stainless.checkpoint import init_weights_from
-from stainless.utils.config import flatten, to_plain
+from stainless.checkpoint import AtomicCheckpointIO, init_weights_from, load_checkpoint, resolve_resume
+from stainless.utils.config import check_types, ensure_new_run_dir, flatten, to_plain
 from stainless.utils.logging import build_callbacks, build_loggers, save_config, write_json
+from stainless.utils.secrets import redact, redact_files, redact_text, redacted_argv
 
 
 def build(config: Any, **extra: Any) -> Any:
@@ -41,11 +42,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
+    check_types(cfg)
+    ensure_new_run_dir(output_dir)
+    ckpt_path = resolve_resume(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name, output_dir)
+    if ckpt_path:
+        load_checkpoint(ckpt_path, cfg.get("trust_checkpoint", False))  # refuses code-carrying files up front
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if cfg.get("print_config", True):
-        rank_zero_info(OmegaConf.to_yaml(cfg, resolve=True))
+        rank_zero_info(redact_text(OmegaConf.to_yaml(cfg, resolve=True)))
     save_config(cfg, output_dir / "config_resolved.yaml")
+    redact_files(output_dir / ".hydra")  # Hydra saved the config and the command line before we ran
 
     datamodule = build(cfg.data)
     datamodule.prepare_data()
@@ -62,11 +69,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     callbacks = build_callbacks(cfg.get("callbacks"))
     loggers = build_loggers(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:
-        logger.log_hyperparams(flatten(cfg))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     plugins=[AtomicCheckpointIO()])
+    with redacted_argv():  # W&B starts its run here and records the command line
+        for logger in loggers:
+            logger.log_hyperparams(redact(flatten(cfg)))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not cfg.get("trust_checkpoint", False))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)

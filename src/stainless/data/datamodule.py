@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from stainless.data.datasets import PairedImageDataset
 from stainless.data.samples import Sample, labelme_samples, multichannel_samples, paired_folder_samples, split_samples
+from stainless.data.validate import validate_samples
 
 def download_oxford_pet(root: str) -> None:
     """Download Oxford-IIIT Pet (images + trimaps, about 800 MB) with torchvision, into ``root``."""
@@ -56,6 +57,10 @@ class MicroscopyDataModule(L.LightningDataModule):
             (see ``load_sample``).
         download: name of a public dataset to download into ``download_root`` when its folder is missing
             (``oxford_pet``); nothing is downloaded unless this is set.
+        validation: the check of every sample before training: ``headers`` (fast), ``full`` (decode every
+            file) or ``none`` (see :mod:`stainless.data.validate`).
+        on_error: ``stop`` at the first bad sample (the default), or ``skip`` bad samples with a warning each.
+        mask_classes: number of mask classes the model predicts (masks with other values are refused); None: binary.
     """
 
     def __init__(
@@ -84,6 +89,9 @@ class MicroscopyDataModule(L.LightningDataModule):
         mask_mode: str = "binary",
         download: str | None = None,
         download_root: str | None = None,
+        validation: str = "headers",
+        on_error: str = "stop",
+        mask_classes: int | None = None,
     ):
         super().__init__()
         # Plain values only (see stainless.utils.config.to_plain): checkpoints stay loadable with weights_only.
@@ -142,7 +150,7 @@ class MicroscopyDataModule(L.LightningDataModule):
         if self.datasets:
             return
         hp = self.hparams
-        self.samples = self.find_samples()
+        self.samples = validate_samples(self.find_samples(), hp, hp.validation, hp.on_error)
         augmentation = hp.augmentation or {}
         common = dict(
             normalization=hp.normalization or {}, patch_size=hp.patch_size, target_type=hp.target_type,

@@ -12,6 +12,8 @@ from typing import Any
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from stainless.utils.secrets import redact
+
 
 def wandb_api_key_present() -> bool:
     """Whether W&B could authenticate: WANDB_API_KEY or an api.wandb.ai entry in ~/.netrc."""
@@ -57,19 +59,19 @@ def _jsonable(value: Any) -> Any:
 
 @rank_zero_only
 def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as indented JSON (rank zero only), tensors turned into numbers."""
+    """Write ``data`` as indented JSON (rank zero only), tensors turned into numbers, secrets redacted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(data), indent=2, allow_nan=True) + "\n")
+    path.write_text(json.dumps(redact(_jsonable(data)), indent=2, allow_nan=True) + "\n")
 
 
 @rank_zero_only
 def save_config(cfg: Any, path: str | Path) -> None:
-    """Save the resolved config beside the run's results (rank zero only)."""
+    """Save the resolved config beside the run's results (rank zero only), secrets redacted."""
     from omegaconf import OmegaConf
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, path, resolve=True)
+    OmegaConf.save(OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True))), path)
 
 
 def describe(values: list[float]) -> dict[str, float]:

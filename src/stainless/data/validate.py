@@ -1,0 +1,119 @@
+"""The validation pass: every sample checked before training starts, each problem named with its file.
+
+Fast by default (``headers``): image headers give shapes, sizes and channel counts without decoding; only
+files whose values matter are decoded (masks, for their class values; floating-point images, for NaN/Inf;
+LabelMe files, for their shapes). ``full`` decodes everything, which also finds files whose header is intact
+but whose pixel data is truncated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from lightning.pytorch.utilities import rank_zero_warn
+
+from stainless.data.datasets import MASK_MODES, load_sample
+from stainless.data.samples import Sample
+from stainless.io import ImageReadError, image_shape, read_header, read_image
+
+LEVELS = ("headers", "full", "none")
+ON_ERROR = ("stop", "skip")
+TRIMAP_VALUES = (1, 2, 3)  # Oxford-IIIT Pet: pet, background, border
+
+
+def _mask_values(path, values: np.ndarray, mask_mode: str, classes: int | None) -> None:
+    if (values < 0).any():
+        raise ImageReadError(f"{path}: mask has negative values ({int(values.min())})")
+    if mask_mode == "classes":
+        allowed = max(classes or 1, 2)  # binary models (classes null or 1) take 0 and 1
+        if values.max() >= allowed:
+            raise ImageReadError(
+                f"{path}: mask value {int(values.max())} is outside the configured classes 0..{allowed - 1} "
+                "(set model.classes, or data.mask_mode=binary)"
+            )
+    elif mask_mode.startswith("trimap") and not np.isin(values, TRIMAP_VALUES).all():
+        bad = sorted(set(np.unique(values).tolist()) - set(TRIMAP_VALUES))[:5]
+        raise ImageReadError(f"{path}: trimap values {bad} are not 1 (pet), 2 (background) or 3 (border)")
+
+
+def check_sample(sample: Sample, options: Mapping[str, Any], level: str = "headers") -> None:
+    """Raise :class:`ImageReadError` (file and reason) for the first problem of one sample.
+
+    Args:
+        options: the DataModule's settings (``patch_size``, ``channel_axis``, ``target_type``, ``mask_mode``,
+            ``mask_classes``, ``label_map``, ``normalization``).
+    """
+    patch = options.get("patch_size")
+    axis = options.get("channel_axis", "auto")
+    mask_mode = options.get("mask_mode", "binary")
+    if mask_mode not in MASK_MODES:
+        raise ValueError(f"data.mask_mode: unknown {mask_mode!r}; use one of {', '.join(MASK_MODES)}")
+    if sample.source.suffix.lower() == ".json" or level == "full":
+        loaded = load_sample(sample, options.get("normalization") or {}, options.get("target_type", "image"), axis,
+                             mask_mode, options.get("label_map"))
+        size = loaded.source.shape[-2:]
+        if loaded.target is not None and loaded.target.ndim == 2 and sample.source.suffix.lower() == ".json":
+            _mask_values(sample.source, loaded.target, "classes", options.get("mask_classes") or _labelme_classes(options))
+    else:
+        shape = image_shape(sample.source, sample.source_channels, axis)
+        size = shape[-2:]
+        for path, channels in ((sample.target, sample.target_channels), (sample.labels, None)):
+            if path is None:
+                continue
+            other = image_shape(path, channels, axis)
+            if other[-2:] != size:
+                raise ImageReadError(f"{path}: size {other[-2:]} differs from its input {sample.source} ({size})")
+        for path, channels in ((sample.source, sample.source_channels), (sample.target, sample.target_channels)):
+            if path is not None and np.issubdtype(read_header(path)[1], np.floating):
+                read_image(path, channels, axis)  # decodes: finds NaN/Inf pixels
+    if sample.target is not None and options.get("target_type") == "mask" and sample.source.suffix.lower() != ".json":
+        _mask_values(sample.target, read_image(sample.target, sample.target_channels, axis)[0], mask_mode,
+                     options.get("mask_classes"))
+    if patch and min(size) < patch:
+        raise ImageReadError(f"{sample.source}: image of {size[0]}x{size[1]} pixels is smaller than data.patch_size={patch}")
+
+
+def _labelme_classes(options: Mapping[str, Any]) -> int:
+    label_map = options.get("label_map") or {}
+    return max(label_map.values(), default=1) + 1
+
+
+def validate_samples(
+    samples: dict[str, list[Sample]], options: Mapping[str, Any], level: str = "headers", on_error: str = "stop"
+) -> dict[str, list[Sample]]:
+    """Check every sample of every split; stop at the first problem, or drop bad samples with a warning each.
+
+    Returns:
+        the samples that passed (all of them with ``on_error="stop"``).
+
+    Raises:
+        ImageReadError: the first problem (``stop``), or a split left empty by skipping.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"data.validation: unknown {level!r}; use one of {', '.join(LEVELS)}")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"data.on_error: unknown {on_error!r}; use stop or skip")
+    if level == "none":
+        return samples
+    kept: dict[str, list[Sample]] = {}
+    skipped = 0
+    total = sum(len(v) for v in samples.values())
+    for stage, stage_samples in samples.items():
+        kept[stage] = []
+        for sample in stage_samples:
+            try:
+                check_sample(sample, options, level)
+            except ImageReadError as problem:
+                if on_error == "stop":
+                    raise ImageReadError(f"{problem} (data.on_error=skip would leave this sample out)") from None
+                rank_zero_warn(f"Skipping sample {sample.name!r}: {problem}")
+                skipped += 1
+                continue
+            kept[stage].append(sample)
+        if stage_samples and not kept[stage]:
+            raise ImageReadError(f"every {stage} sample was skipped as unusable ({len(stage_samples)}); see the warnings")
+    if skipped:
+        rank_zero_warn(f"data.on_error=skip: skipped {skipped} of {total} samples")
+    return kept

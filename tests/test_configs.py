@@ -95,9 +95,10 @@ def test_every_callbacks_option_instantiates(cfg_train, callbacks):
     if "ModelCheckpoint" in names:  # the best by the monitored metric, and last.ckpt every epoch
         assert {c.monitor for c in built if type(c).__name__ == "ModelCheckpoint"} == {cfg.monitor, None}
     expected = {
-        "default": {"ModelCheckpoint", "CheckpointOnSigterm", "EarlyStopping", "ImageLogger", "TQDMProgressBar"},
+        "default": {"ModelCheckpoint", "CheckpointOnSigterm", "RNGState", "EarlyStopping", "ImageLogger",
+                    "TQDMProgressBar"},
         "none": set(),
-        "model_checkpoint": {"ModelCheckpoint", "CheckpointOnSigterm"},
+        "model_checkpoint": {"ModelCheckpoint", "CheckpointOnSigterm", "RNGState"},
         "early_stopping": {"EarlyStopping"},
         "image_logger": {"ImageLogger"},
         "progress_bar": {"TQDMProgressBar"},
@@ -209,15 +210,3 @@ def test_typo_in_a_config_key_fails_before_training(tmp_path):
     assert done.returncode != 0
     assert "max_epoch" in done.stderr
     assert not (tmp_path / "data").exists()  # nothing was generated
-
-
-def test_multirun_sweeps_each_combination_into_its_own_directory(tmp_path):
-    done = _run("train.py", "-m", "model.lr=1e-4,2e-4", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
-                "trainer.limit_val_batches=1", "test=false", "data.synthetic.n_images=5", "data.synthetic.size=64",
-                "data.patch_size=32", "backbone.num_downs=5", "backbone.ngf=8", "print_config=false", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    (sweep,) = (tmp_path / "outputs" / "virtual_labeling" / "multiruns").iterdir()
-    lrs = sorted(float(__import__("yaml").safe_load((sweep / n / "config_resolved.yaml").read_text())["model"]["lr"])
-                 for n in ("0", "1"))
-    assert lrs == [1e-4, 2e-4]
-    assert all((sweep / n / "summary.json").is_file() for n in ("0", "1"))

@@ -8,4 +8,31 @@ from omegaconf import OmegaConf
 # values exist, e.g. while a multirun sets up its sweep directory).
 OmegaConf.register_new_resolver("stainless.cwd", os.getcwd, replace=True)
 
+# Metrics where lower is better (as in stainless.metrics.image.HIGHER_IS_BETTER; kept here, import-light).
+LOWER_IS_BETTER = {"mse", "mae", "lpips", "loss", "hallucinated", "missed", "count_error"}
+
+
+def metric_direction(metric: str) -> str:
+    """``maximize`` or ``minimize`` for a logged metric name such as ``val/mse_best`` (for sweepers)."""
+    base = metric.split("/")[-1].removesuffix("_best")
+    return "minimize" if base in LOWER_IS_BETTER or base.startswith("loss") else "maximize"
+
+
+def sweep_group(task_name: str) -> str:
+    """``<task>-<sweep directory name>`` inside a multirun (one W&B group per sweep), else ``""``."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra = HydraConfig.get()
+        if hydra.mode == RunMode.MULTIRUN:
+            return f"{task_name}-{os.path.basename(str(hydra.sweep.dir).rstrip('/'))}"
+    except ValueError:  # no Hydra runtime (a config composed in a test or a notebook)
+        pass
+    return ""
+
+
+OmegaConf.register_new_resolver("stainless.direction", metric_direction, replace=True)
+OmegaConf.register_new_resolver("stainless.sweep_group", sweep_group, replace=True)
+
 __version__ = "0.1.0"

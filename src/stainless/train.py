@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stainless.checkpoint import AtomicCheckpointIO, init_weights_from, load_checkpoint, resolve_resume
 from stainless.utils.config import check_types, ensure_new_run_dir, flatten, to_plain
-from stainless.utils.logging import build_callbacks, build_loggers, save_config, write_json
+from stainless.utils.logging import build_callbacks, build_loggers, finish_wandb, save_config, write_json
 from stainless.utils.secrets import redact, redact_files, redact_text, redacted_argv
 
 
@@ -40,13 +40,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Returns:
         the final metrics (``val/...``, ``test/...``) as floats, plus ``best_model_path``.
     """
+    failed = True
+    try:
+        result = _train(cfg)
+        failed = False
+        return result
+    finally:
+        finish_wandb(failed)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     check_types(cfg)
     ensure_new_run_dir(output_dir)
     ckpt_path = resolve_resume(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name, output_dir)
-    if ckpt_path:
-        load_checkpoint(ckpt_path, cfg.get("trust_checkpoint", False))  # refuses code-carrying files up front
+    trusted = bool(cfg.get("trust_checkpoint", False))
+    resumed_wandb = None
+    if ckpt_path:  # read first: a code-carrying file is refused before anything else happens
+        resumed_wandb = load_checkpoint(ckpt_path, trusted).get("stainless", {}).get("wandb_run_id")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if cfg.get("print_config", True):
@@ -68,21 +80,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     init_report = init_weights_from(model, init_from) if init_from else None
 
     callbacks = build_callbacks(cfg.get("callbacks"))
-    loggers = build_loggers(cfg.get("logger"))
+    logger_cfg = to_plain(cfg.get("logger")) or {}
+    for config in logger_cfg.values():
+        if resumed_wandb and config and str(config.get("_target_", "")).endswith("WandbLogger") and not config.get("id"):
+            config.update(id=resumed_wandb, resume="allow")  # the resumed run continues the same W&B run
+            rank_zero_info(f"W&B: continuing run {resumed_wandb}")
+    loggers = build_loggers(logger_cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      plugins=[AtomicCheckpointIO()])
     with redacted_argv():  # W&B starts its run here and records the command line
         for logger in loggers:
             logger.log_hyperparams(redact(flatten(cfg)))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not cfg.get("trust_checkpoint", False))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-
     checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
-    best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
-    if cfg.get("test") and datamodule.samples.get("test"):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    best = None
+    if cfg.get("validate_only"):
+        if not ckpt_path:
+            raise ValueError("validate_only=true: set ckpt_path=... (the checkpoint to score)")
+        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trusted)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    else:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trusted)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+        if cfg.get("test") and datamodule.samples.get("test"):
+            trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
 
     summary = {
         "run_dir": str(output_dir),
@@ -90,6 +113,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "monitor": checkpoint.monitor if checkpoint else None,
         "best_model_path": best,
         "best_model_score": float(checkpoint.best_model_score) if best and checkpoint.best_model_score is not None else None,
+        "resumed_from": ckpt_path,
+        "validate_only": bool(cfg.get("validate_only")),
         "last_model_path": _last_checkpoint(output_dir),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,

@@ -144,8 +144,8 @@ class Pix2PixModule(StainlessModule):
                 logs["train/loss_g_perceptual"] = loss_p
             self._optimise(opt_g, loss_g, "train/loss_g")
         logs["train/loss_g"] = loss_g
-        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=x.shape[0])
-        self.log("train/l1", loss_l1, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        self.log("train/l1", loss_l1, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
 
         if batch_idx + 1 == self.trainer.num_training_batches:
             self._step_schedulers()
@@ -201,7 +201,7 @@ class Pix2PixModule(StainlessModule):
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()  # already reduced across processes by torchmetrics
         self.val_metrics.reset()
-        self.log("val/ssim", values.pop("val/ssim"), prog_bar=True)
+        self.log("val/ssim", values.pop("val/ssim"), prog_bar=True, sync_dist=True)
         if self.nuclei_enabled:
             counts = {key: metric.compute() for key, metric in self.val_nuclei.items()}
             for metric in self.val_nuclei.values():
@@ -209,20 +209,20 @@ class Pix2PixModule(StainlessModule):
             errors = 2 * counts["tp"] + counts["hallucinated"] + counts["missed"]
             values["val/nuclei_f1"] = 2 * counts["tp"] / errors if errors > 0 else torch.ones_like(errors)
             values["val/hallucinated"], values["val/missed"] = counts["hallucinated"], counts["missed"]
-        self.log_dict(values)
+        self.log_dict(values, sync_dist=True)  # already reduced by torchmetrics; averages equal numbers
         values["val/ssim"] = self.trainer.callback_metrics["val/ssim"]
         if self.trainer.sanity_checking:
             return
         for name, best in self.val_best.items():
             best.update(values[f"val/{name}"])
-            self.log(f"val/{name}_best", best.compute())
+            self.log(f"val/{name}_best", best.compute(), sync_dist=True)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         pred = self(batch["source"]).clamp(0, 1)
         self.test_metrics.update(pred, batch["target"])
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
         self.test_metrics.reset()
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -137,6 +137,7 @@ class SegmentationModule(StainlessModule):
         self.val_metrics = segmentation_metrics(classes, threshold, "val/")
         self.test_metrics = segmentation_metrics(classes, threshold, "test/")
         self.val_soft_iou, self.test_soft_iou = SoftIoU(), SoftIoU()
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_iou_best = MaxMetric()
         self._visual_batch = None
 
@@ -161,7 +162,7 @@ class SegmentationModule(StainlessModule):
                 "lower the learning rate or check the data. The last good checkpoint is kept."
             )
         self.log_dict({f"train/loss_{k}" if k != "total" else "train/loss": v for k, v in losses.items()},
-                      on_step=True, on_epoch=True, batch_size=batch["source"].shape[0])
+                      on_step=True, on_epoch=True, batch_size=batch["source"].shape[0], sync_dist=True)
         return losses["total"]
 
     def _evaluate(self, batch, metrics, soft_iou, stage: str) -> torch.Tensor:
@@ -175,7 +176,10 @@ class SegmentationModule(StainlessModule):
             probs = logits.softmax(1)
             metrics.update(probs, target)
             soft_iou.update(1 - probs[:, 0], (target > 0).long())
-        self.log(f"{stage}/loss", losses["total"], on_epoch=True, batch_size=target.shape[0], sync_dist=True)
+        # a MeanMetric weighted by batch size: the exact mean over all images, whatever each process got
+        mean_loss = self.val_loss if stage == "val" else self.test_loss
+        mean_loss.update(losses["total"].detach(), weight=target.shape[0])
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True)
         return probs
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -190,11 +194,11 @@ class SegmentationModule(StainlessModule):
         values["val/soft_iou"] = self.val_soft_iou.compute()
         self.val_metrics.reset()
         self.val_soft_iou.reset()
-        self.log("val/iou", values.pop("val/iou"), prog_bar=True)
-        self.log_dict(values)
+        self.log("val/iou", values.pop("val/iou"), prog_bar=True, sync_dist=True)
+        self.log_dict(values, sync_dist=True)  # already reduced by torchmetrics; averages equal numbers
         if not self.trainer.sanity_checking:
             self.val_iou_best.update(self.trainer.callback_metrics["val/iou"])
-            self.log("val/iou_best", self.val_iou_best.compute())
+            self.log("val/iou_best", self.val_iou_best.compute(), sync_dist=True)
 
     def on_fit_start(self) -> None:
         self.val_iou_best.reset()
@@ -207,7 +211,7 @@ class SegmentationModule(StainlessModule):
         values["test/soft_iou"] = self.test_soft_iou.compute()
         self.test_metrics.reset()
         self.test_soft_iou.reset()
-        self.log_dict(values)
+        self.log_dict(values, sync_dist=True)  # already reduced by torchmetrics; averages equal numbers
 
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())

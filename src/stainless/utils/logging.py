@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,13 @@ def build_loggers(configs: Mapping[str, Any] | None) -> list:
                 rank_zero_info(f"logger.{name}: no W&B API key, logging offline (upload later with `wandb sync`)")
         loggers.append(instantiate(config))
     return loggers
+
+
+def finish_wandb(failed: bool = False) -> None:
+    """End this process's W&B run, so that the next run of a multirun (same process) starts its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
 
 
 def build_callbacks(configs: Mapping[str, Any] | None) -> list:

@@ -1,0 +1,97 @@
+"""Compare training runs without W&B: one table of runs, the settings that differ, final and best metrics.
+
+    python -m stainless.compare outputs/virtual_labeling/multiruns/<time>
+    python -m stainless.compare outputs/virtual_labeling/runs/<a> outputs/virtual_labeling/runs/<b> --csv runs.csv
+
+Reads each run's ``summary.json`` and ``config_resolved.yaml``; prints the table (best run first by the runs'
+``optimized_metric``) and writes it as CSV (``comparison.csv`` in the single directory given, or ``--csv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from stainless import metric_direction
+from stainless.utils.config import flatten
+
+# Settings that differ between any two runs without saying anything about them.
+IGNORED_PREFIXES = ("paths.", "hydra.")
+
+
+def find_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """Training run directories (holding a training ``summary.json``) in or under each path, sorted."""
+    runs: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such run or multirun directory")
+        candidates = [path / "summary.json"] if (path / "summary.json").is_file() else sorted(path.rglob("summary.json"))
+        for summary in candidates:
+            if "global_step" in json.loads(summary.read_text()):  # evaluations have summaries too
+                runs.append(summary.parent)
+    return sorted(dict.fromkeys(runs), key=lambda p: (str(p.parent), int(p.name) if p.name.isdigit() else 0, p.name))
+
+
+def _run_row(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    summary = json.loads((run / "summary.json").read_text())
+    config_file = run / "config_resolved.yaml"
+    config = flatten(yaml.safe_load(config_file.read_text()) or {}, sep=".") if config_file.is_file() else {}
+    metrics = summary.get("metrics", {})
+    row = {"run": str(run)}
+    row.update({f"final {k}": v for k, v in metrics.items() if not k.endswith("_best")})
+    row.update({f"best {k.removesuffix('_best')}": v for k, v in metrics.items() if k.endswith("_best")})
+    row.update(epochs=summary.get("epochs"), duration_s=summary.get("duration_s"),
+               checkpoint=summary.get("best_model_path") or summary.get("last_model_path"))
+    return row, config
+
+
+def compare_runs(runs: Sequence[Path]) -> pd.DataFrame:
+    """One row per run: the settings that differ between the runs, final and best metrics, the checkpoint."""
+    if not runs:
+        raise ValueError("no training runs found (directories holding summary.json)")
+    rows, configs = zip(*(_run_row(run) for run in runs))
+    keys = sorted({k for c in configs for k in c if not k.startswith(IGNORED_PREFIXES)})
+
+    def own_path(key: str) -> bool:  # e.g. callbacks.*.dirpath: each run's own directory, not a setting
+        return all(isinstance(c.get(k := key), str) and Path(run).name in c[k] for run, c in zip(runs, configs))
+
+    differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1
+                 and not own_path(k)]
+    table = pd.DataFrame([{**{"run": r["run"]}, **{k: c.get(k) for k in differing}, **{k: v for k, v in r.items() if k != "run"}}
+                          for r, c in zip(rows, configs)])
+    optimized = {c.get("optimized_metric") for c in configs} - {None}
+    if len(optimized) == 1:
+        metric = optimized.pop()
+        column = f"best {metric.removesuffix('_best')}" if metric.endswith("_best") else f"final {metric}"
+        if column in table:
+            table = table.sort_values(column, ascending=metric_direction(metric) == "minimize", na_position="last")
+    return table.reset_index(drop=True)
+
+
+def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(prog="python -m stainless.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", help="multirun directories and/or run directories")
+    parser.add_argument("--csv", help="where to write the table (default: <dir>/comparison.csv for one directory)")
+    args = parser.parse_args(argv)
+    table = compare_runs(find_runs(args.paths))
+    csv_path = Path(args.csv) if args.csv else (Path(args.paths[0]) / "comparison.csv" if len(args.paths) == 1 else None)
+    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 80):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if csv_path is not None:
+        table.to_csv(csv_path, index=False)
+        print(f"\nWritten to {csv_path}")
+    return table
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"stainless.compare: {error}")

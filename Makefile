@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The newest PyTorch this project's machines provide; pip takes them from the local wheel cache.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q
+
+# Speed and quality benchmarks (about 25 minutes on 2 CPU cores); results in benchmarks/results/*.json.
+bench: $(STAMP)
+	cd benchmarks && for script in speed_training speed_inference speed_video quality_virtual_labeling quality_segmentation; do \
+		HF_HUB_OFFLINE=1 WANDB_MODE=offline ../$(PY) $$script.py || exit 1; done
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -109,3 +109,24 @@ def test_cached_imagenet_weights_are_used(tmp_path, monkeypatch):
     check_encoder_weights("resnet18", "imagenet")  # no error
     net = build_generator({"name": "resnet18", "encoder_name": "resnet18", "encoder_weights": "imagenet"}, 3, 1)
     assert torch.allclose(net[0].encoder.conv1.weight, torch.tensor(0.5))
+
+
+def test_speed_switches_channels_last_and_compile(cfg_train):
+    """channels_last runs a real training step in NHWC; compile keeps parameter names (checkpoints unchanged)."""
+    from pathlib import Path
+
+    from stainless.checkpoint import module_from_checkpoint
+    from stainless.train import train
+
+    cfg = cfg_train("channels_last=true", "test=false")
+    train(cfg)
+    module, checkpoint = module_from_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    names = set(module.state_dict())
+    assert names == set(checkpoint["state_dict"])
+    module.use_channels_last()
+    batch = module.on_after_batch_transfer({"source": torch.rand(2, 1, 32, 32)}, 0)
+    assert batch["source"].is_contiguous(memory_format=torch.channels_last)
+    module.compile_networks(backend="eager")
+    assert set(module.state_dict()) == names
+    with torch.no_grad():
+        assert module(batch["source"]).shape == (2, 1, 32, 32)

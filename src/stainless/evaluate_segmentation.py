@@ -136,6 +136,7 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path) -> 
             module, path, str(condition), cfg.frame_interval, out_dir, data_hp.get("normalization") or {},
             cfg.pixel_size, module.hparams.threshold, options.min_size, options.min_distance,
             options.max_distance, options.max_gap, options.min_track_fraction, cfg.batch_size,
+            options.get("overlay_video", True),
         )
         rows += r
         fits += f

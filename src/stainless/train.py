@@ -78,6 +78,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         rank_zero_info(f"loss.pos_weight=auto: {fraction:.3f} of training pixels are foreground -> {loss_cfg['pos_weight']:.2f}")
     model = build(model_cfg, in_channels=datamodule.in_channels, out_channels=datamodule.out_channels)
     init_report = init_weights_from(model, init_from) if init_from else None
+    if cfg.get("channels_last"):
+        model.use_channels_last()
+    if cfg.get("compile"):
+        model.compile_networks()
 
     callbacks = build_callbacks(cfg.get("callbacks"))
     logger_cfg = to_plain(cfg.get("logger")) or {}

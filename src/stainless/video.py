@@ -7,7 +7,8 @@ exponential-plateau fits -> per-condition summary, CSVs, plots and an overlay vi
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,9 @@ def _ffmpeg_frames(path: Path) -> np.ndarray:
         return np.stack([np.asarray(f) for f in reader])
 
 
-def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> Path:
+def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 10.0) -> Path:
     """RGB uint8 frames to mp4 (ffmpeg), or to a multi-page TIFF where ffmpeg is unavailable."""
+    frames = list(frames)
     try:
         import imageio.v2 as iio2
 
@@ -185,7 +187,8 @@ def fit_shrinking(times: np.ndarray, areas: np.ndarray) -> dict[str, float]:
     return {"a0": float(a0), "tau": float(tau), "final_fraction": float(fraction), "r2": float(r2)}
 
 
-def _overlay(frame: np.ndarray, labels: np.ndarray, ids: dict[int, int]) -> np.ndarray:
+def _overlay(frame: np.ndarray, labels: np.ndarray, cells: list[dict]) -> np.ndarray:
+    """The frame with cell outlines and track ids (centroids from ``measure``: nothing measured twice)."""
     import cv2
     from skimage.segmentation import find_boundaries
 
@@ -193,10 +196,9 @@ def _overlay(frame: np.ndarray, labels: np.ndarray, ids: dict[int, int]) -> np.n
     grey = normalize(grey[None], low=0.5, high=99.5)[0]
     rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, -1)
     rgb[find_boundaries(labels)] = (255, 200, 0)
-    for region in regionprops(labels):
-        if region.label in ids:
-            y, x = map(int, region.centroid)
-            cv2.putText(rgb, str(ids[region.label]), (x - 6, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 40, 40), 1)
+    for cell in cells:
+        y, x = int(cell["y"]), int(cell["x"])
+        cv2.putText(rgb, str(cell["cell"]), (x - 6, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 40, 40), 1)
     return rgb
 
 
@@ -204,19 +206,30 @@ def analyse_video(
     module, path: str | Path, condition: str, frame_interval: float, out_dir: Path, normalization: dict,
     pixel_size: float | None = None, threshold: float = 0.5, min_size: int = 30, min_distance: int = 7,
     max_distance: float = 15.0, max_gap: int = 2, min_track_fraction: float = 0.8, batch_size: int = 8,
+    overlay_video: bool = True,
 ) -> tuple[list[dict], list[dict]]:
-    """Segment, track, measure and fit one video; returns (rows per cell per frame, fits per cell)."""
+    """Segment, track, measure and fit one video; returns (rows per cell per frame, fits per cell).
+
+    ``overlay_video`` also writes ``<condition>_overlay.mp4`` (outlines and track ids on every frame).
+    """
     frames = read_frames(path)
-    detections, all_labels = [], []
-    for probs in tqdm(segment_frames(module, frames, normalization, batch_size), total=len(frames),
-                      desc=f"{condition}: frames", unit="frame"):
+
+    def split_and_measure(probs: np.ndarray) -> tuple[np.ndarray, list[dict]]:
         labels = instances_from_mask(probs > threshold, min_size, min_distance)
-        detections.append(measure(labels, pixel_size))
-        all_labels.append(labels)
+        return labels, measure(labels, pixel_size)
+
+    # The network segments the next batch while a second thread splits and measures the frames already done
+    # (numpy, scipy and scikit-image release the GIL in their inner loops).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [pool.submit(split_and_measure, probs) for probs in tqdm(
+            segment_frames(module, frames, normalization, batch_size), total=len(frames),
+            desc=f"{condition}: frames", unit="frame")]
+        all_labels, detections = map(list, zip(*(job.result() for job in pending))) if pending else ([], [])
     track(detections, max_distance, max_gap)
     rows = [{"condition": condition, "time_s": d["frame"] * frame_interval, **d} for cells in detections for d in cells]
-    overlay = [_overlay(f, lab, {d["label"]: d["cell"] for d in cells}) for f, lab, cells in zip(frames, all_labels, detections)]
-    write_video(out_dir / f"{condition}_overlay.mp4", overlay, fps=max(1.0, 1.0 / max(frame_interval, 1e-3)))
+    if overlay_video:
+        overlay = (_overlay(f, lab, cells) for f, lab, cells in zip(frames, all_labels, detections))
+        write_video(out_dir / f"{condition}_overlay.mp4", overlay, fps=max(1.0, 1.0 / max(frame_interval, 1e-3)))
     fits = []
     for cell in sorted({r["cell"] for r in rows}):
         series = sorted((r for r in rows if r["cell"] == cell), key=lambda r: r["frame"])

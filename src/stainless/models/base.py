@@ -5,10 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 
 
 class StainlessModule(L.LightningModule):
-    """Records its own class in checkpoints so that ``evaluate.py ckpt_path=...`` can rebuild it alone."""
+    """Records its own class in checkpoints so that ``evaluate.py ckpt_path=...`` can rebuild it alone, and
+    carries the speed switches every model shares (``channels_last``, ``compile``)."""
+
+    channels_last: bool = False
+
+    def use_channels_last(self) -> None:
+        """NHWC memory layout for the weights and every image batch (faster convolutions on many back-ends)."""
+        self.channels_last = True
+        self.to(memory_format=torch.channels_last)
+
+    def compile_networks(self, **options: Any) -> None:
+        """``torch.compile`` each network in place (``nn.Module.compile``: parameter names, and so checkpoints,
+        stay as they are). Metric collections and other parameter-free children are left alone."""
+        for child in self.children():
+            if any(True for _ in child.parameters()):
+                child.compile(**options)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.channels_last and isinstance(batch, dict):
+            return {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.ndim == 4 else v
+                    for k, v in batch.items()}
+        return batch
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["stainless"] = {"module": f"{type(self).__module__}.{type(self).__qualname__}"}

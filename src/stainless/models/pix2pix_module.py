@@ -124,17 +124,21 @@ class Pix2PixModule(StainlessModule):
         opt_g, opt_d = self.optimizers()
         fake = self.generator(x)
 
-        with self.toggled_optimizer(opt_d):
-            real_logits = self.discriminator(torch.cat([x, y], 1))
-            fake_logits = self.discriminator(torch.cat([x, fake.detach()], 1))
-            kind = weights["adversarial"]
-            loss_d = 0.5 * (
-                adversarial_loss(kind, real_logits, True, True) + adversarial_loss(kind, fake_logits, False, True)
-            )
-            self._optimise(opt_d, loss_d, "train/loss_d")
+        kind = weights["adversarial"]
+        adversarial = weights.get("adversarial_weight", 1.0) != 0
+        loss_d = torch.zeros((), device=x.device)
+        if adversarial:  # with adversarial_weight 0 (loss=l1) the discriminator is not trained at all
+            with self.toggled_optimizer(opt_d):
+                real_logits = self.discriminator(torch.cat([x, y], 1))
+                fake_logits = self.discriminator(torch.cat([x, fake.detach()], 1))
+                loss_d = 0.5 * (
+                    adversarial_loss(kind, real_logits, True, True) + adversarial_loss(kind, fake_logits, False, True)
+                )
+                self._optimise(opt_d, loss_d, "train/loss_d")
 
         with self.toggled_optimizer(opt_g):
-            loss_adv = adversarial_loss(kind, self.discriminator(torch.cat([x, fake], 1)), True, False)
+            loss_adv = (adversarial_loss(kind, self.discriminator(torch.cat([x, fake], 1)), True, False) if adversarial
+                        else torch.zeros((), device=x.device))
             loss_l1 = F.l1_loss(fake, y)
             loss_g = weights.get("adversarial_weight", 1.0) * loss_adv + weights.get("l1_weight", 100.0) * loss_l1
             logs = {"train/loss_d": loss_d, "train/loss_g_adv": loss_adv, "train/loss_g_l1": loss_l1}

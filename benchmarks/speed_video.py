@@ -1,0 +1,112 @@
+"""Video analysis speed: the whole temporal analysis against segmentation inference alone, and its scaling.
+
+4. Frames per second of analyse_video (read, segment, split touching cells, measure, track, fit, overlay video)
+   against segmentation inference alone on the same frames [target: overhead <= 15%]; cost for 100, 200 and 400
+   frames [target: linear] and for few vs many cells.
+
+The segmenter is the RBC recipe trained briefly here (speed does not need a converged model, but the number of
+detected cells, which tracking cost depends on, should be realistic).
+Run from the repository root: .venv/bin/python benchmarks/speed_video.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, median, write_result
+
+import numpy as np
+import torch
+
+from stainless.data.synthetic_rbc import generate_rbc_dataset
+from stainless.video import analyse_video, read_frames, segment_frames
+
+NORMALIZATION = {"mode": "range", "vmin": 0, "vmax": 255}
+
+
+def trained_segmenter(root: Path, epochs: int):
+    from hydra import compose, initialize_config_dir
+
+    from stainless.checkpoint import module_from_checkpoint
+    from stainless.train import train
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", ["experiment=rbc_segmentation", f"trainer.max_epochs={epochs}", "test=false",
+                                "print_config=false", "logger=none", "callbacks=none", "data.num_workers=0",
+                                f"paths.root_dir={root}", f"paths.output_dir={root / 'run'}"])
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.callbacks = {"last": {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                  "dirpath": str(root / "run" / "checkpoints"), "filename": "last"}}
+    train(cfg)
+    module, _ = module_from_checkpoint(root / "run" / "checkpoints" / "last.ckpt")
+    return module.eval()
+
+
+def video(root: Path, frames: int, cells: int) -> Path:
+    data = generate_rbc_dataset(root / f"v{frames}_{cells}", n_frames=1, n_labelme=1, video_frames=frames,
+                                video_cells=cells)
+    return sorted((data / "videos").glob("*"))[0]
+
+
+def time_segmentation(module, path: Path) -> float:
+    frames = read_frames(path)
+    started = time.perf_counter()
+    with torch.no_grad():
+        for _ in segment_frames(module, frames, NORMALIZATION):
+            pass
+    return time.perf_counter() - started
+
+
+def time_analysis(module, path: Path, out: Path, overlay_video: bool = True) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with torch.no_grad():
+        analyse_video(module, path, "bench", 1.0, out, NORMALIZATION, overlay_video=overlay_video)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        module = trained_segmenter(root, 2 if args.quick else 6)
+        lengths = (20, 40) if args.quick else (100, 200, 400)
+        runs = {}
+        for frames, cells in [(n, 12) for n in lengths] + [(lengths[0], 4), (lengths[0], 30)]:
+            path = video(root, frames, cells)
+            seg, whole, measured = [], [], []
+            for _ in range(1 if args.quick or frames > lengths[0] else 3):  # interleaved repeats on the short one
+                seg.append(time_segmentation(module, path))
+                whole.append(time_analysis(module, path, root / "out"))
+                measured.append(time_analysis(module, path, root / "out", overlay_video=False))
+            runs[f"{frames}_frames_{cells}_cells"] = {
+                "frames": frames, "cells": cells, "segmentation_s": median(seg), "analysis_s": median(whole),
+                "analysis_without_overlay_video_s": median(measured),
+                "analysis_fps": frames / median(whole), "segmentation_fps": frames / median(seg),
+                "overhead": median(whole) / median(seg) - 1,
+                "overhead_without_overlay_video": median(measured) / median(seg) - 1}
+    base = runs[f"{lengths[0]}_frames_12_cells"]
+    linearity = {k: (r["analysis_s"] / base["analysis_s"]) / (r["frames"] / base["frames"])
+                 for k, r in runs.items() if r["cells"] == 12}
+    worst = max(r["overhead"] for r in runs.values())
+    record = {"runs": runs, "overhead_target": 0.15, "overhead_ok": worst <= 0.15,
+              "time_per_frame_relative_to_shortest": linearity}
+    write_result("speed_video", record,
+                 f"analysis {base['analysis_fps']:.1f} fps vs segmentation {base['segmentation_fps']:.1f} fps "
+                 f"(overhead {base['overhead']:+.0%}, {base['overhead_without_overlay_video']:+.0%} without the overlay "
+                 f"video; worst {worst:+.0%}; target <= 15%); per-frame cost at "
+                 + ", ".join(f"{runs[k]['frames']} frames x{v:.2f}" for k, v in linearity.items())
+                 + f"; 4 vs 30 cells: {runs[f'{lengths[0]}_frames_4_cells']['analysis_s']:.1f} s vs "
+                 + f"{runs[f'{lengths[0]}_frames_30_cells']['analysis_s']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

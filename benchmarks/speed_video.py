@@ -18,7 +18,6 @@ from pathlib import Path
 
 from common import ROOT, median, write_result
 
-import numpy as np
 import torch
 
 from stainless.data.synthetic_rbc import generate_rbc_dataset

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
+import threading
 import time
 
 from common import ROOT, median, write_result
@@ -47,19 +48,35 @@ def bare(predict, tiles: torch.Tensor) -> None:
         predict(tiles[start : start + BATCH])
 
 
+def rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc), in MiB."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def peak_memory(size: int) -> dict:
-    """Run in a fresh process: resident memory before and at the peak of one tiled prediction."""
+    """Run in a fresh process: resident memory just before one tiled prediction, and its peak during it
+    (sampled every 2 ms by a second thread)."""
     predict = generator()
     image = torch.rand(1, size, size)
     predict_tiled(predict, torch.rand(1, TILE, TILE), TILE, OVERLAP, BATCH)  # warm up the allocator
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before, peak, running = rss_mb(), [0.0], [True]
+
+    def sample() -> None:
+        while running[0]:
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     output = predict_tiled(predict, image, TILE, OVERLAP, BATCH)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # image-sized arrays: the output and predict_tiled's weight-sum accumulator (float32 each)
+    running[0] = False
+    sampler.join()
+    peak_mb = max(peak[0], rss_mb())
+    # image-sized arrays: the output and the blending weights (float32 each), which any whole-image result needs
     image_arrays = 2 * output.numel() * 4 / 2**20
-    return {"size": size, "rss_before_mb": before / 1024, "rss_peak_mb": peak / 1024,
-            "growth_mb": (peak - before) / 1024, "image_sized_arrays_mb": image_arrays,
-            "working_mb": (peak - before) / 1024 - image_arrays}
+    return {"size": size, "rss_before_mb": before, "rss_peak_mb": peak_mb, "growth_mb": peak_mb - before,
+            "image_sized_arrays_mb": image_arrays, "working_mb": peak_mb - before - image_arrays}
 
 
 def main() -> None:

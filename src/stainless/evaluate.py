@@ -112,9 +112,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     normalization = data_hp.get("normalization") or {}
     constant = _train_target_mean(datamodule, split) if cfg.baselines and split else None
 
-    nuclei = NucleiEvaluation(NucleusDetector.from_config(cfg.detector), cfg.nuclei.use_labels) if cfg.nuclei.enabled else None
-    if nuclei is not None and nuclei.detector._segmenter is not None:
-        nuclei.detector._segmenter.to(device)
+    detector = NucleusDetector.from_config(cfg.detector).to(device) if cfg.nuclei.enabled else None
+    nuclei = NucleiEvaluation(detector, cfg.nuclei.use_labels) if detector is not None else None
     predict = lambda batch: module(batch).clamp(0, 1)
 
     rows: list[dict[str, Any]] = []

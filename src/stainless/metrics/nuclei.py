@@ -74,6 +74,12 @@ class NucleusDetector:
                 raise ValueError(f"{self.checkpoint}: not a segmentation checkpoint ({type(module).__name__})")
             self._segmenter = module.eval()
 
+    def to(self, device: torch.device | str) -> NucleusDetector:
+        """Run the checkpoint detector's network on ``device`` (the classical detector runs on the CPU)."""
+        if self._segmenter is not None:
+            self._segmenter.to(device)
+        return self
+
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> NucleusDetector:
         return cls(**dict(config or {}))

@@ -8,14 +8,14 @@ from omegaconf import OmegaConf
 # values exist, e.g. while a multirun sets up its sweep directory).
 OmegaConf.register_new_resolver("stainless.cwd", os.getcwd, replace=True)
 
-# Metrics where lower is better (as in stainless.metrics.image.HIGHER_IS_BETTER; kept here, import-light).
-LOWER_IS_BETTER = {"mse", "mae", "lpips", "loss", "hallucinated", "missed", "count_error"}
-
-
 def metric_direction(metric: str) -> str:
-    """``maximize`` or ``minimize`` for a logged metric name such as ``val/mse_best`` (for sweepers)."""
+    """``maximize`` or ``minimize`` for a logged metric name such as ``val/mse_best`` (for sweepers): the
+    metrics' own table (``HIGHER_IS_BETTER``) decides; losses are minimised; anything else (IoU, Dice...) is
+    maximised."""
+    from stainless.metrics.image import HIGHER_IS_BETTER  # imported when a sweep resolves its direction
+
     base = metric.split("/")[-1].removesuffix("_best")
-    return "minimize" if base in LOWER_IS_BETTER or base.startswith("loss") else "maximize"
+    return "minimize" if base.startswith("loss") or HIGHER_IS_BETTER.get(base, True) is False else "maximize"
 
 
 def sweep_group(task_name: str) -> str:

@@ -60,7 +60,7 @@ def compare_runs(runs: Sequence[Path]) -> pd.DataFrame:
     keys = sorted({k for c in configs for k in c if not k.startswith(IGNORED_PREFIXES)})
 
     def own_path(key: str) -> bool:  # e.g. callbacks.*.dirpath: each run's own directory, not a setting
-        return all(isinstance(c.get(k := key), str) and Path(run).name in c[k] for run, c in zip(runs, configs))
+        return all(isinstance(c.get(key), str) and str(Path(run).resolve()) in c[key] for run, c in zip(runs, configs))
 
     differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1
                  and not own_path(k)]

@@ -121,16 +121,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     for sample in samples:
         loaded = load_sample(sample, normalization, "image", data_hp.get("channel_axis", "auto"))
         source = torch.from_numpy(loaded.source).to(device)
-        pred = predict_tiled(predict, source, tile, cfg.tile_overlap, cfg.batch_size, module.size_multiple)[None].cpu()
+        draws = None
+        if cfg.uncertainty.method != "none":
+            draws = sample_predictions(predict, module, source, cfg.uncertainty.method, cfg.uncertainty.n_samples, tile,
+                                       cfg.tile_overlap, cfg.batch_size, module.size_multiple, cfg.uncertainty.seed).cpu()
+        # the first test-time augmentation is the identity: that draw is the prediction itself
+        pred = (draws[0] if cfg.uncertainty.method == "tta" else
+                predict_tiled(predict, source, tile, cfg.tile_overlap, cfg.batch_size, module.size_multiple).cpu())[None]
         pred_np = pred[0].numpy()
         dtype = image_dtype(sample.source) if cfg.output_dtype == "input" else np.float32
         write_tiff(out_dir / "predictions" / f"{sample.name}.tif", to_dtype(pred_np, dtype))
         panels: dict[str, torch.Tensor] = {"input": to_rgb(source[None]), "prediction": to_rgb(pred)}
         uncertainty = None
-        if cfg.uncertainty.method != "none":
-            draws = sample_predictions(predict, module, source, cfg.uncertainty.method, cfg.uncertainty.n_samples, tile,
-                                       cfg.tile_overlap, cfg.batch_size, module.size_multiple, cfg.uncertainty.seed)
-            uncertainty = uncertainty_map(draws.cpu()).numpy()
+        if draws is not None:
+            uncertainty = uncertainty_map(draws).numpy()
             write_tiff(out_dir / "maps" / f"{sample.name}_uncertainty.tif", uncertainty.astype(np.float32))
             panels["uncertainty"] = colorize(torch.from_numpy(uncertainty)[None, None], "cividis", 0.0, 0.2)
             iio.imwrite(out_dir / "maps" / f"{sample.name}_uncertainty.png", grid({"u": panels["uncertainty"]}, pad=0))

@@ -78,32 +78,44 @@ def _check_file(path: Path) -> str:
     return suffix
 
 
-def read_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype, str | None]:
-    """Shape, dtype and axes (TIFF metadata, else None) of an image file, from its header only.
+def _check_size(path: Path, shape: tuple[int, ...]) -> None:
+    if int(np.prod(shape, dtype=np.float64)) > MAX_PIXELS:
+        raise ImageReadError(
+            f"{path}: image of shape {shape} is too large to read safely (more than {MAX_PIXELS} values; "
+            "raise STAINLESS_MAX_PIXELS if it is genuine)"
+        )
 
-    Raises:
-        ImageReadError: missing, empty, unsupported, corrupt or oversized (decompression bomb) file.
-    """
-    path = Path(path)
+
+def _open(path: Path, decode: bool) -> tuple[tuple[int, ...], np.dtype, str | None, np.ndarray | None]:
+    """Header (shape, dtype, axes) of an image file, size-checked before any pixel is decoded; and, with
+    ``decode``, its pixels (a TIFF is opened once for both)."""
     suffix = _check_file(path)
     try:
         if suffix in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
                 shape, dtype, axes = tuple(series.shape), np.dtype(series.dtype), series.axes
-        else:
-            props = iio.improps(path)
-            shape, dtype = tuple(props.shape), np.dtype(props.dtype)
-            axes = "YXS" if len(shape) == 3 else None
+                _check_size(path, shape)
+                return shape, dtype, axes, series.asarray() if decode else None
+        props = iio.improps(path)
+        shape, dtype = tuple(props.shape), np.dtype(props.dtype)
+        _check_size(path, shape)
+        return shape, dtype, "YXS" if len(shape) == 3 else None, iio.imread(path) if decode else None
+    except ImageReadError:
+        raise
     except Exception as error:  # the decoders raise many types; the user needs the file and the reason
         if type(error).__name__ == "DecompressionBombError":  # Pillow's own guard, for the same reason as ours
             raise ImageReadError(f"{path}: image is too large to read safely ({error})") from None
         raise ImageReadError(f"{path}: cannot decode image ({type(error).__name__}: {error})") from None
-    if int(np.prod(shape, dtype=np.float64)) > MAX_PIXELS:
-        raise ImageReadError(
-            f"{path}: image of shape {shape} is too large to read safely (more than {MAX_PIXELS} values; "
-            "raise STAINLESS_MAX_PIXELS if it is genuine)"
-        )
+
+
+def read_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype, str | None]:
+    """Shape, dtype and axes (TIFF metadata, else None) of an image file, from its header only.
+
+    Raises:
+        ImageReadError: missing, empty, unsupported, corrupt or oversized (decompression bomb) file.
+    """
+    shape, dtype, axes, _ = _open(Path(path), decode=False)
     return shape, dtype, axes
 
 
@@ -117,13 +129,20 @@ def _select_channels(n_channels: int, channels: Sequence[int] | None, path: Path
     return channels
 
 
-def image_shape(path: str | Path, channels: Sequence[int] | None = None, channel_axis: int | str = "auto") -> tuple[int, int, int]:
-    """The (C, H, W) shape :func:`read_image` would return, from the header alone (nothing decoded)."""
+def image_info(
+    path: str | Path, channels: Sequence[int] | None = None, channel_axis: int | str = "auto"
+) -> tuple[tuple[int, int, int], np.dtype]:
+    """The (C, H, W) shape :func:`read_image` would return, and the file's dtype, from the header alone."""
     path = Path(path)
-    shape, _, axes = read_header(path)
+    shape, dtype, axes = read_header(path)
     chw = _to_chw(np.broadcast_to(np.zeros((), np.uint8), shape), axes, channel_axis, path).shape
     selected = _select_channels(chw[0], channels, path)
-    return (len(selected) if selected is not None else chw[0], chw[1], chw[2])
+    return (len(selected) if selected is not None else chw[0], chw[1], chw[2]), dtype
+
+
+def image_shape(path: str | Path, channels: Sequence[int] | None = None, channel_axis: int | str = "auto") -> tuple[int, int, int]:
+    """The (C, H, W) shape :func:`read_image` would return, from the header alone (nothing decoded)."""
+    return image_info(path, channels, channel_axis)[0]
 
 
 def read_image(
@@ -146,11 +165,7 @@ def read_image(
             out of range, or NaN/Inf pixels.
     """
     path = Path(path)
-    _, _, axes = read_header(path)
-    try:
-        array = tifffile.imread(path) if path.suffix.lower() in TIFF_SUFFIXES else iio.imread(path)
-    except Exception as error:  # the decoders raise many types; the user needs the file and the reason
-        raise ImageReadError(f"{path}: cannot decode image ({type(error).__name__}: {error})") from None
+    _, _, axes, array = _open(path, decode=True)
     chw = _to_chw(np.asarray(array), axes, channel_axis, path)
     selected = _select_channels(chw.shape[0], channels, path)
     if selected is not None:

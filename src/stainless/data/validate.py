@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from stainless.data.datasets import MASK_MODES, load_sample
 from stainless.data.samples import Sample
-from stainless.io import ImageReadError, image_shape, read_header, read_image
+from stainless.io import ImageReadError, image_info, read_image
 
 LEVELS = ("headers", "full", "none")
 ON_ERROR = ("stop", "skip")
@@ -57,17 +57,19 @@ def check_sample(sample: Sample, options: Mapping[str, Any], level: str = "heade
         if loaded.target is not None and loaded.target.ndim == 2 and sample.source.suffix.lower() == ".json":
             _mask_values(sample.source, loaded.target, "classes", options.get("mask_classes") or _labelme_classes(options))
     else:
-        shape = image_shape(sample.source, sample.source_channels, axis)
-        size = shape[-2:]
+        source_shape, source_dtype = image_info(sample.source, sample.source_channels, axis)
+        size = source_shape[-2:]
+        floats = [(sample.source, sample.source_channels)] if np.issubdtype(source_dtype, np.floating) else []
         for path, channels in ((sample.target, sample.target_channels), (sample.labels, None)):
             if path is None:
                 continue
-            other = image_shape(path, channels, axis)
-            if other[-2:] != size:
-                raise ImageReadError(f"{path}: size {other[-2:]} differs from its input {sample.source} ({size})")
-        for path, channels in ((sample.source, sample.source_channels), (sample.target, sample.target_channels)):
-            if path is not None and np.issubdtype(read_header(path)[1], np.floating):
-                read_image(path, channels, axis)  # decodes: finds NaN/Inf pixels
+            shape, dtype = image_info(path, channels, axis)
+            if shape[-2:] != size:
+                raise ImageReadError(f"{path}: size {shape[-2:]} differs from its input {sample.source} ({size})")
+            if path == sample.target and np.issubdtype(dtype, np.floating):
+                floats.append((path, channels))
+        for path, channels in floats:
+            read_image(path, channels, axis)  # decodes: finds NaN/Inf pixels
     if sample.target is not None and options.get("target_type") == "mask" and sample.source.suffix.lower() != ".json":
         _mask_values(sample.target, read_image(sample.target, sample.target_channels, axis)[0], mask_mode,
                      options.get("mask_classes"))

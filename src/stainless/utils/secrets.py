@@ -32,23 +32,27 @@ def secret_values() -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
-def redact_text(text: str) -> str:
-    for value in secret_values():
+def redact_text(text: str, values: list[str] | None = None) -> str:
+    """``text`` with secret values (default: :func:`secret_values`) and ``secret_key=value`` pairs replaced."""
+    for value in secret_values() if values is None else values:
         text = text.replace(value, REDACTED)
     return _ASSIGNMENT.sub(lambda m: m["key"] + (m["value"] if m["value"] in ("null", "None", REDACTED) else REDACTED), text)
 
 
 def redact(value: Any, key: str = "") -> Any:
     """A copy of plain data (dicts, lists, strings...) with secret keys' values and secret strings replaced."""
-    if isinstance(value, Mapping):
-        return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(redact(v, key) for v in value)
-    if key and SECRET_NAME.search(key) and value not in (None, "", False):
-        return REDACTED
-    if isinstance(value, str):
-        return redact_text(value) if secret_values() or _ASSIGNMENT.search(value) else value
-    return value
+    values = secret_values()  # read the environment once, not once per string
+
+    def walk(item: Any, name: str) -> Any:
+        if isinstance(item, Mapping):
+            return {k: walk(v, str(k)) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return type(item)(walk(v, name) for v in item)
+        if name and SECRET_NAME.search(name) and item not in (None, "", False):
+            return REDACTED
+        return redact_text(item, values) if isinstance(item, str) else item
+
+    return walk(value, key)
 
 
 def redact_files(folder: str | Path, pattern: str = "*.yaml") -> None:

@@ -28,11 +28,25 @@ def median(values) -> float:
     return float(statistics.median(values))
 
 
+def commit() -> str:
+    """The commit the benchmark ran on (``+dirty`` when the work tree had uncommitted changes)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                               text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.strip() + ("+dirty" if dirty else "")
+
+
 def write_result(name: str, record: dict, summary: str) -> Path:
-    """Write ``benchmarks/results/<name>.json`` (with date, machine and command) and print the summary line."""
+    """Write ``benchmarks/results/<name>.json`` (with date, machine, commit and command) and print the summary."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": name, "date": datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-              "command": f".venv/bin/python benchmarks/{Path(sys.argv[0]).name}", **record, "summary": summary}
+              "commit": commit(), "command": " ".join([".venv/bin/python", f"benchmarks/{Path(sys.argv[0]).name}",
+                                                      *sys.argv[1:]]), **record, "summary": summary}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2, default=float) + "\n")
     print(f"{name}: {summary} -> {path.relative_to(ROOT)}", flush=True)

@@ -155,8 +155,8 @@ def test_two_process_validation_matches_one_process(cfg_train, tmp_path, job):
     _run(*JOBS[job], *SHARED, *DDP_CPU, "validate_only=true", f"ckpt_path={ckpt}", f"paths.data_dir={cfg.paths.data_dir}",
          f"hydra.run.dir={tmp_path / 'two'}", cwd=tmp_path, timeout=600)
     double = json.loads((tmp_path / "two" / "summary.json").read_text())["metrics"]
-    compared = [k for k in single if k.startswith("val/") and not k.endswith("_best") and k != "val/loss"]
-    assert len(compared) >= 5
+    compared = [k for k in single if k.startswith(("val/", "val_field/")) and not k.endswith("_best") and k != "val/loss"]
+    assert len(compared) >= (12 if job == "virtual_labeling" else 5)  # pix2pix: tiles and whole fields
     for key in compared:
         assert double[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
 

@@ -5,6 +5,8 @@
 
 Reads each run's ``summary.json`` and ``config_resolved.yaml``; prints the table (best run first by the runs'
 ``optimized_metric``) and writes it as CSV (``comparison.csv`` in the single directory given, or ``--csv``).
+Runs of a cross-validation (``-m cv.folds=k cv.fold=0,...,k-1``) also give one row per setting with the mean and
+standard deviation of every metric over the folds (``cv_results.csv``, also written at the end of the multirun).
 """
 
 from __future__ import annotations
@@ -75,6 +77,58 @@ def compare_runs(runs: Sequence[Path]) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+FOLD = "cv.fold"
+NOT_SETTINGS = ("run", "checkpoint", "epochs", "duration_s", FOLD)
+
+
+def cv_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation of each metric over the folds of each setting (runs differing by ``cv.fold``).
+
+    Returns:
+        one row per setting: the settings, ``folds`` (runs averaged), and ``<metric> mean`` / ``<metric> sd``.
+
+    Raises:
+        ValueError: the runs are not folds of a cross-validation.
+    """
+    if FOLD not in table:
+        raise ValueError("no cross-validation: the runs do not differ by cv.fold")
+    metrics = [c for c in table.columns if c.startswith(("final ", "best ")) and pd.api.types.is_numeric_dtype(table[c])]
+    settings = [c for c in table.columns if c not in NOT_SETTINGS and c not in metrics and not c.endswith(f".{FOLD}")]
+    keyed = table.assign(**{c: table[c].map(lambda v: json.dumps(v, default=str)) for c in settings})
+    rows = []
+    for key, group in (keyed.groupby(settings, sort=False, dropna=False) if settings else [((), keyed)]):
+        key = key if isinstance(key, tuple) else (key,)
+        row = {c: json.loads(k) for c, k in zip(settings, key)}
+        row["folds"] = int(group[FOLD].nunique())
+        for metric in metrics:
+            row[f"{metric} mean"] = float(group[metric].mean())
+            row[f"{metric} sd"] = float(group[metric].std(ddof=1)) if len(group) > 1 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_cv(summary: pd.DataFrame) -> str:
+    """The cross-validation table as text, ``mean +- sd`` per metric."""
+    metrics = [c.removesuffix(" mean") for c in summary.columns if c.endswith(" mean")]
+    shown = summary[[c for c in summary.columns if not c.endswith((" mean", " sd"))]].copy()
+    for metric in metrics:
+        shown[metric] = [f"{m:.4g} +- {d:.2g}" for m, d in zip(summary[f"{metric} mean"], summary[f"{metric} sd"])]
+    return shown.to_string(index=False)
+
+
+def write_cv_table(directory: str | Path) -> Path | None:
+    """``cv_results.csv`` in a multirun directory whose runs are cross-validation folds; None otherwise."""
+    runs = find_runs([directory])
+    if not runs:
+        return None
+    table = compare_runs(runs)
+    if FOLD not in table:
+        return None
+    path = Path(directory) / "cv_results.csv"
+    cv_summary(table).to_csv(path, index=False)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(prog="python -m stainless.compare", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="multirun directories and/or run directories")
@@ -87,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     if csv_path is not None:
         table.to_csv(csv_path, index=False)
         print(f"\nWritten to {csv_path}")
+    if FOLD in table:
+        summary = cv_summary(table)
+        print("\nCross-validation, mean +- sd over folds:\n" + format_cv(summary))
+        if csv_path is not None:
+            summary.to_csv(csv_path.with_name("cv_results.csv"), index=False)
     return table
 
 

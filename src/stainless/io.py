@@ -176,6 +176,44 @@ def read_image(
     return chw
 
 
+def read_images(
+    paths: str | Path | Sequence[str | Path], channels: Sequence[int] | None = None, channel_axis: int | str = "auto"
+) -> np.ndarray:
+    """:func:`read_image` for one file, or several files of one field stacked as channels in the given order
+    (``channels`` then indexes the stacked channels).
+
+    Raises:
+        ImageReadError: as :func:`read_image`, or files of one field with different sizes.
+    """
+    if isinstance(paths, (str, Path)) or len(paths) == 1:
+        return read_image(paths if isinstance(paths, (str, Path)) else paths[0], channels, channel_axis)
+    arrays = [read_image(path, None, channel_axis) for path in paths]
+    for path, array in zip(paths[1:], arrays[1:]):
+        if array.shape[-2:] != arrays[0].shape[-2:]:
+            raise ImageReadError(f"{path}: size {array.shape[-2:]} differs from {paths[0]} ({arrays[0].shape[-2:]}), "
+                                 "stacked with it as channels of one field")
+    stacked = np.concatenate(arrays)
+    selected = _select_channels(stacked.shape[0], channels, Path(paths[0]))
+    return stacked[selected] if selected is not None else stacked
+
+
+def images_info(
+    paths: str | Path | Sequence[str | Path], channels: Sequence[int] | None = None, channel_axis: int | str = "auto"
+) -> tuple[tuple[int, int, int], np.dtype]:
+    """:func:`image_info` for one file or several files stacked as channels (headers only)."""
+    if isinstance(paths, (str, Path)) or len(paths) == 1:
+        return image_info(paths if isinstance(paths, (str, Path)) else paths[0], channels, channel_axis)
+    infos = [image_info(path, None, channel_axis) for path in paths]
+    for path, (shape, _) in zip(paths[1:], infos[1:]):
+        if shape[-2:] != infos[0][0][-2:]:
+            raise ImageReadError(f"{path}: size {shape[-2:]} differs from {paths[0]} ({infos[0][0][-2:]}), "
+                                 "stacked with it as channels of one field")
+    n = sum(shape[0] for shape, _ in infos)
+    selected = _select_channels(n, channels, Path(paths[0]))
+    dtype = np.result_type(*[dtype for _, dtype in infos])
+    return (len(selected) if selected is not None else n, *infos[0][0][-2:]), dtype
+
+
 def dtype_range(dtype: np.dtype) -> tuple[float, float]:
     """The value range of an integer dtype, or (0, 1) for floats."""
     dtype = np.dtype(dtype)

@@ -83,4 +83,4 @@ def predict_tiled(
         for (t, l), tile_out in zip(chunk, result):
             output[:, t : t + tile, l : l + tile].addcmul_(tile_out, window.to(tile_out.dtype))
     weights = (row_sum[:, None] * col_sum[None, :]).to(output.dtype)
-    return (output.div_(weights))[:, :height, :width]
+    return output.div_(weights)[:, :height, :width].contiguous()

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
+from stainless.callbacks.timing import ValidationTime
 from stainless.checkpoint import AtomicCheckpointIO, init_weights_from, load_checkpoint, resolve_resume
 from stainless.utils.config import check_types, ensure_new_run_dir, flatten, to_plain
 from stainless.utils.logging import build_callbacks, build_loggers, finish_wandb, save_config, write_json
@@ -27,6 +28,43 @@ def build(config: Any, **extra: Any) -> Any:
     kwargs = to_plain(config)
     cls = get_class(kwargs.pop("_target_"))
     return cls(**kwargs, **extra)
+
+
+def size_multiple(cfg: DictConfig) -> tuple[int, str]:
+    """The multiple the network needs image sides to be, and the setting that fixes it (for messages)."""
+    backbone = cfg.get("backbone") or {}
+    if backbone.get("name") == "pix2pix_unet":
+        downs = int(backbone.get("num_downs", 7))
+        return 2**downs, f"backbone.num_downs={downs}"
+    depth = int(backbone.get("encoder_depth", 5) or 5)
+    return 2**depth, f"backbone.encoder_depth={depth} of {backbone.get('encoder_name')}"
+
+
+def check_setup(cfg: DictConfig, datamodule: Any) -> None:
+    """Settings that would fail only once training runs, refused before it starts with the value that works.
+
+    Raises:
+        ValueError: patch size not a multiple of what the network needs, a split left empty, or no validation
+            data while a metric selects checkpoints.
+    """
+    patch = int(cfg.data.patch_size)
+    multiple, setting = size_multiple(cfg)
+    if patch % multiple:
+        fits = max(multiple, patch // multiple * multiple)
+        hint = f"data.patch_size={fits}"
+        if setting.startswith("backbone.num_downs") and patch & (patch - 1) == 0 and patch >= 4:
+            hint += f" or backbone.num_downs={patch.bit_length() - 1}"
+        raise ValueError(f"data.patch_size={patch} is not a multiple of {multiple}, the size the network needs "
+                         f"({setting}); use {hint}")
+    samples = datamodule.samples
+    if not samples.get("train"):
+        raise ValueError("data: no training images left after the split; lower data.split.val_fraction/test_fraction "
+                         "or add images")
+    uses_validation = any(getattr(c, "monitor", None) for c in (cfg.get("callbacks") or {}).values()
+                          if isinstance(c, (dict, DictConfig)))
+    if not samples.get("val") and uses_validation and not cfg.get("validate_only"):
+        raise ValueError(f"data: no validation images, but monitor={cfg.get('monitor')} selects checkpoints; set "
+                         "data.split.val_fraction > 0, data.split.val={source_dir: ..., target_dir: ...} or cv.folds")
 
 
 def _last_checkpoint(output_dir: Path) -> str | None:
@@ -63,12 +101,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
     if cfg.get("print_config", True):
         rank_zero_info(redact_text(OmegaConf.to_yaml(cfg, resolve=True)))
-    save_config(cfg, output_dir / "config_resolved.yaml")
     redact_files(output_dir / ".hydra")  # Hydra saved the config and the command line before we ran
 
     datamodule = build(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    check_setup(cfg, datamodule)  # bad settings stop here, before any file of the run is written
+    save_config(cfg, output_dir / "config_resolved.yaml")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     init_from = model_cfg.pop("init_from", None)
     loss_cfg = model_cfg.get("loss") or {}
@@ -84,6 +123,15 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         model.compile_networks()
 
     callbacks = build_callbacks(cfg.get("callbacks"))
+    timer = ValidationTime()
+    callbacks.append(timer)
+    every = int(model_cfg.get("eval_every_n_epochs") or 0)
+    for callback in callbacks:  # whole-field metrics exist only every `every` epochs: judge them then
+        if str(getattr(callback, "monitor", "") or "").startswith("val_field/"):
+            if isinstance(callback, ModelCheckpoint) and every:
+                callback._every_n_epochs = every  # ModelCheckpoint keeps its every_n_epochs argument here
+            elif hasattr(callback, "strict"):
+                callback.strict = False
     logger_cfg = to_plain(cfg.get("logger")) or {}
     for config in logger_cfg.values():
         if resumed_wandb and config and str(config.get("_target_", "")).endswith("WandbLogger") and not config.get("id"):
@@ -92,6 +140,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     loggers = build_loggers(logger_cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      plugins=[AtomicCheckpointIO()])
+    rank_zero_info(datamodule.describe(trainer.world_size, trainer.max_epochs))
     with redacted_argv():  # W&B starts its run here and records the command line
         for logger in loggers:
             logger.log_hyperparams(redact(flatten(cfg)))
@@ -105,6 +154,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     else:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trusted)
+        scored = getattr(model, "last_field_epoch", trainer.current_epoch - 1)  # models without field scores: skip
+        if scored != trainer.current_epoch - 1 and datamodule.samples["val"]:
+            # stopped early or by the time limit: the whole-field scores of the final weights
+            trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
         if cfg.get("test") and datamodule.samples.get("test"):
@@ -123,6 +176,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "duration_s": round(time.time() - started, 1),
+        "validation_s": round(timer.validation_s, 1),
+        "validation_share": round(timer.share, 4) if timer.share is not None else None,
+        "data": datamodule.describe(trainer.world_size, trainer.max_epochs),
         "init_from": init_report,
         "metrics": metrics,
         "samples": {stage: [s.name for s in samples] for stage, samples in datamodule.samples.items()},

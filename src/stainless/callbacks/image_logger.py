@@ -31,7 +31,9 @@ class ImageLogger(L.Callback):
         self.key = key
 
     @rank_zero_only
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after the module's own epoch-end hook (callbacks' epoch-end hooks run before it), so the pictures of
+        # a whole-field validation made there are this epoch's
         if trainer.sanity_checking:
             return
         epoch = trainer.current_epoch

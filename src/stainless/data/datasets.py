@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from stainless.data.samples import Sample
 from stainless.data.labelme import rasterize_labelme, read_labelme_image
-from stainless.io import ImageReadError, normalize, read_image
+from stainless.io import ImageReadError, normalize, read_image, read_images
 
 
 MASK_MODES = ("binary", "classes", "instances", "trimap_binary", "trimap_classes")
@@ -54,14 +54,31 @@ def load_sample(
     Raises:
         ImageReadError: unreadable files, or input, target and labels of different sizes.
     """
+    loaded = _load_field(sample, normalization, target_type, channel_axis, mask_mode, label_map, labelme_root)
+    if sample.region is None:
+        return loaded
+    top, left, height, width = sample.region
+    crop = (slice(top, top + height), slice(left, left + width))
+    full = loaded.source.shape[-2:]
+    if top + height > full[0] or left + width > full[1]:
+        raise ImageReadError(f"{sample.source}: region {sample.region} lies outside the image ({full[0]}x{full[1]})")
+    return LoadedSample(
+        np.ascontiguousarray(loaded.source[(..., *crop)]),
+        None if loaded.target is None else np.ascontiguousarray(loaded.target[(..., *crop)]),
+        None if loaded.labels is None else np.ascontiguousarray(loaded.labels[crop]),
+    )
+
+
+def _load_field(sample, normalization, target_type, channel_axis, mask_mode, label_map, labelme_root) -> LoadedSample:
+    # the whole field, normalised as a whole: the regions of one field share its intensity scale
     if sample.source.suffix.lower() == ".json":
         raw = read_labelme_image(sample.source, sample.meta.get("labelme_root", labelme_root), sample.source_channels)
         instances, classes = rasterize_labelme(sample.source, raw.shape[-2:], label_map)
         return LoadedSample(normalize(raw, **normalization), classes.astype(np.int64), instances.astype(np.int64))
-    source = normalize(read_image(sample.source, sample.source_channels, channel_axis), **normalization)
+    source = normalize(read_images(sample.source_files, sample.source_channels, channel_axis), **normalization)
     target = labels = None
     if sample.target is not None:
-        raw = read_image(sample.target, sample.target_channels, channel_axis)
+        raw = read_images(sample.target_files, sample.target_channels, channel_axis)
         if target_type == "image":
             target = normalize(raw, **normalization)
         else:
@@ -126,7 +143,12 @@ class PairedImageDataset(Dataset):
         normalization: see :func:`load_sample`.
         patch_size: side of the square patches.
         train: random crops with augmentation; otherwise a deterministic grid of patches covering each image.
-        patches_per_image: random crops drawn from each image per epoch (train only).
+        patches_per_image: random crops drawn from each image per epoch (train only); overrides
+            ``samples_per_epoch`` when set.
+        samples_per_epoch: random crops per epoch (train only), from the images in proportion to their areas.
+        foreground_fraction: share of training crops centred on a random foreground pixel (see :func:`foreground`).
+        max_tiles: evaluation only: keep at most this many grid tiles, a choice fixed by ``seed``.
+        seed: fixes the choice of evaluation tiles and the foreground pixel sample.
         geometric: albumentations transforms applied identically to input, target and labels.
         intensity: albumentations transforms applied to the input only.
         target_type: ``"image"`` or ``"mask"``.
@@ -141,12 +163,17 @@ class PairedImageDataset(Dataset):
         normalization: Mapping[str, Any],
         patch_size: int,
         train: bool,
-        patches_per_image: int = 1,
+        patches_per_image: int | None = 1,
         geometric: Sequence[Mapping[str, Any]] | None = None,
         intensity: Sequence[Mapping[str, Any]] | None = None,
         target_type: str = "image",
         cache: bool = True,
         channel_axis: int | str = "auto",
+        *,
+        samples_per_epoch: int | None = None,
+        foreground_fraction: float = 0.0,
+        max_tiles: int | None = None,
+        seed: int = 0,
         **load_options: Any,
     ):
         self.samples = list(samples)
@@ -155,6 +182,12 @@ class PairedImageDataset(Dataset):
         self.patch_size = patch_size
         self.train = train
         self.patches_per_image = patches_per_image
+        if not 0.0 <= foreground_fraction <= 1.0:
+            raise ValueError(f"data.foreground_fraction={foreground_fraction}: must be between 0 and 1")
+        self.foreground_fraction = foreground_fraction
+        self.seed = seed
+        self._foreground: dict[int, np.ndarray] = {}
+        self._areas: np.ndarray | None = None
         self.target_type = target_type
         self.cache = cache
         self.channel_axis = channel_axis
@@ -163,8 +196,13 @@ class PairedImageDataset(Dataset):
         self.geometric = A.Compose(build_transforms(geometric), additional_targets=targets) if train else None
         self.intensity = A.Compose(build_transforms(intensity)) if train else None
         self.index: list[tuple[int, int, int]] = []  # (sample, top, left)
-        if train:
+        if train and patches_per_image:
             self.index = [(i, -1, -1) for i in range(len(self.samples)) for _ in range(patches_per_image)]
+        elif train:
+            if not samples_per_epoch or samples_per_epoch < 1:
+                raise ValueError("data.samples_per_epoch: set a positive number of crops per epoch "
+                                 "(or data.patches_per_image)")
+            self.index = [(-1, -1, -1)] * (samples_per_epoch if self.samples else 0)  # image drawn per item
         else:
             for i in range(len(self.samples)):
                 height, width = self.load(i).source.shape[-2:]
@@ -173,6 +211,9 @@ class PairedImageDataset(Dataset):
                     for top in grid_starts(height, patch_size)
                     for left in grid_starts(width, patch_size)
                 ]
+            if max_tiles is not None and len(self.index) > max_tiles:
+                keep = np.sort(np.random.default_rng(seed).choice(len(self.index), max_tiles, replace=False))
+                self.index = [self.index[k] for k in keep]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -191,17 +232,59 @@ class PairedImageDataset(Dataset):
             self._cache[i] = loaded
         return loaded
 
+    def pixels(self) -> int:
+        """Pixels of all fields of this dataset (decodes them, as training does)."""
+        return int(self.areas().sum())
+
+    def areas(self) -> np.ndarray:
+        if self._areas is None:
+            self._areas = np.array([np.prod(self.load(i).source.shape[-2:]) for i in range(len(self.samples))], float)
+        return self._areas
+
+    def foreground(self, i: int) -> np.ndarray:
+        """Flat indices of (up to 100,000 of) the foreground pixels of sample ``i``: its instance labels or mask
+        where it has them, else target pixels above the target's Otsu threshold (channels averaged)."""
+        if i not in self._foreground:
+            loaded = self.load(i)
+            if loaded.labels is not None:
+                mask = loaded.labels > 0
+            elif loaded.target is not None and self.target_type != "image":
+                mask = loaded.target > 0
+            elif loaded.target is not None:
+                from skimage.filters import threshold_otsu
+
+                intensity = loaded.target.mean(0)
+                mask = (intensity > threshold_otsu(intensity) if intensity.max() > intensity.min()
+                        else np.zeros(intensity.shape, bool))
+            else:
+                mask = np.zeros(loaded.source.shape[-2:], bool)
+            flat = np.flatnonzero(mask)
+            if flat.size > 100_000:
+                flat = np.sort(np.random.default_rng(self.seed).choice(flat, 100_000, replace=False))
+            self._foreground[i] = flat
+        return self._foreground[i]
+
+    def _random_crop(self, i: int, rng: np.random.Generator) -> tuple[int, int, int]:
+        """(image, top, left) of a training crop; the image drawn by area when the epoch is sized by samples."""
+        if i < 0:
+            areas = self.areas()
+            i = int(rng.choice(len(areas), p=areas / areas.sum()))
+        height, width = self.load(i).source.shape[-2:]
+        p = self.patch_size
+        if self.foreground_fraction and rng.random() < self.foreground_fraction and (fg := self.foreground(i)).size:
+            y, x = divmod(int(fg[rng.integers(fg.size)]), width)
+            return i, int(np.clip(y - p // 2, 0, height - p)), int(np.clip(x - p // 2, 0, width - p))
+        return i, int(rng.integers(0, height - p + 1)), int(rng.integers(0, width - p + 1))
+
     def __getitem__(self, item: int) -> dict[str, Any]:
         i, top, left = self.index[item]
-        loaded = self.load(i)
         p = self.patch_size
         if self.train:
             # One seed per item drawn from torch's generator: reproducible under seed_everything(workers=True)
             # whatever the number of workers, and different at every epoch.
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-            rng = np.random.default_rng(seed)
-            height, width = loaded.source.shape[-2:]
-            top, left = int(rng.integers(0, height - p + 1)), int(rng.integers(0, width - p + 1))
+            i, top, left = self._random_crop(i, np.random.default_rng(seed))
+        loaded = self.load(i)
         crop = (slice(top, top + p), slice(left, left + p))
         source = _pad_to(loaded.source[(..., *crop)], p, "reflect")
         target = None

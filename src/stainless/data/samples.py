@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from stainless.io import IMAGE_SUFFIXES, ImageReadError, list_images
+from stainless.io import IMAGE_SUFFIXES, ImageReadError, images_info, list_images
+
+Region = tuple[int, int, int, int]  # (top, left, height, width) in the file's pixels
 
 
 @dataclass(frozen=True)
 class Sample:
     """One field of view: where its input, target and (optional) instance labels are.
 
-    ``source`` and ``target`` may be the same multi-channel file, read with different channels.
+    ``source`` and ``target`` may be the same multi-channel file, read with different channels. ``region``
+    restricts the sample to a rectangle of the field (``split.mode=regions``, cross-validation over regions).
     """
 
     name: str
@@ -25,6 +31,17 @@ class Sample:
     source_channels: tuple[int, ...] | None = None
     target_channels: tuple[int, ...] | None = None
     meta: dict = field(default_factory=dict, compare=False)
+    region: Region | None = None
+    extra_sources: tuple[Path, ...] = ()  # further files of the field, stacked after ``source`` as channels
+    extra_targets: tuple[Path, ...] = ()
+
+    @property
+    def source_files(self) -> tuple[Path, ...]:
+        return (self.source, *self.extra_sources)
+
+    @property
+    def target_files(self) -> tuple[Path, ...]:
+        return (self.target, *self.extra_targets) if self.target is not None else ()
 
 
 def _by_stem(folder: str | Path) -> dict[str, Path]:
@@ -133,6 +150,41 @@ def split_samples(
     return split
 
 
+def field_samples(
+    fields: Sequence[dict], source_channels: Sequence[int] | None = None, target_channels: Sequence[int] | None = None,
+) -> list[Sample]:
+    """Samples listed one by one (``data.fields``): each a dict with ``source`` (a file, or a list of files stacked
+    as channels, e.g. focal planes), optional ``target`` (likewise), ``labels`` and ``name``.
+
+    Raises:
+        ImageReadError: a listed file that does not exist, or two fields with one name.
+    """
+    samples, names = [], set()
+    for number, spec in enumerate(fields):
+        if not isinstance(spec, dict) or not spec.get("source"):
+            raise ImageReadError(f"data.fields[{number}]: give at least a source file ({{source: ..., target: ...}})")
+        files = {}
+        for key in ("source", "target", "labels"):
+            value = spec.get(key)
+            listed = [value] if isinstance(value, (str, Path)) else list(value or [])
+            for path in map(Path, listed):
+                if not path.is_file():
+                    raise ImageReadError(f"{path}: data.fields[{number}].{key}: file does not exist")
+            files[key] = [Path(v) for v in listed]
+        name = str(spec.get("name") or files["source"][0].stem)
+        if name in names:
+            raise ImageReadError(f"data.fields[{number}]: two fields are named {name!r}; give each a name")
+        names.add(name)
+        samples.append(Sample(
+            name=name, source=files["source"][0], target=files["target"][0] if files["target"] else None,
+            labels=files["labels"][0] if files["labels"] else None,
+            source_channels=tuple(source_channels) if source_channels is not None else None,
+            target_channels=tuple(target_channels) if target_channels is not None else None,
+            extra_sources=tuple(files["source"][1:]), extra_targets=tuple(files["target"][1:]),
+        ))
+    return samples
+
+
 def labelme_samples(folder: str | Path) -> list[Sample]:
     """One sample per LabelMe JSON file in ``folder`` (image and annotation come from the JSON).
 
@@ -170,3 +222,116 @@ def input_samples(
     return [Sample(source.stem, source, target, None,
                    tuple(source_channels) if source_channels is not None else None,
                    tuple(target_channels) if target_channels is not None else None)]
+
+
+# -- spatial splits: regions of large fields ----------------------------------------------------------------
+
+
+def sample_size(sample: Sample, channel_axis: int | str = "auto") -> tuple[int, int]:
+    """(height, width) of the part of the field a sample uses, from headers (nothing decoded)."""
+    if sample.region is not None:
+        return sample.region[2], sample.region[3]
+    if sample.source.suffix.lower() == ".json":
+        document = json.loads(sample.source.read_text())
+        return int(document["imageHeight"]), int(document["imageWidth"])
+    _, height, width = images_info(sample.source_files, sample.source_channels, channel_axis)[0]
+    return height, width
+
+
+def _sub(sample: Sample, suffix: str, region: Region) -> Sample:
+    """The sample restricted to ``region`` (relative to its current region), named ``<name>_<suffix>``."""
+    top, left = (sample.region[0], sample.region[1]) if sample.region else (0, 0)
+    absolute = (top + region[0], left + region[1], region[2], region[3])
+    return dataclasses.replace(sample, name=f"{sample.name}_{suffix}", region=absolute)
+
+
+def _cut_end(rect: Region, area: float, minimum: int, gap: int) -> tuple[Region, Region]:
+    """Cut a strip of about ``area`` pixels (at least ``minimum`` thick) off the end of the longer axis of
+    ``rect``; returns (strip, rest), the rest shortened by ``gap`` so that the two never touch."""
+    top, left, height, width = rect
+    if height > width:  # strip of rows at the bottom
+        size = max(minimum, math.ceil(area / width))
+        return (top + height - size, left, size, width), (top, left, height - size - gap, width)
+    size = max(minimum, math.ceil(area / height))
+    return (top, left + width - size, height, size), (top, left, height, width - size - gap)
+
+
+def region_split(
+    samples: Sequence[Sample], sizes: Sequence[tuple[int, int]], val_fraction: float, test_fraction: float,
+    patch_size: int, gap: int | None = None,
+) -> dict[str, list[Sample]]:
+    """Split every field into a training, a validation and a test region (``data.split.mode=regions``).
+
+    The test strip is cut off the end of the field's longer axis, then the validation strip off the end of the
+    longer axis of what is left; each holds about its fraction of the field's pixels and is at least one patch
+    thick. A gap of ``gap`` pixels (default half a patch) separates each strip from the training region, so no
+    training crop comes near a pixel of another split.
+
+    Raises:
+        ValueError: a field too small for the strips, the gaps and one training patch (the error names it).
+    """
+    gap = patch_size // 2 if gap is None else gap
+    out: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
+    for sample, (height, width) in zip(samples, sizes):
+        rest: Region = (0, 0, height, width)
+        for stage, fraction in (("test", test_fraction), ("val", val_fraction)):
+            if fraction > 0:
+                strip, rest = _cut_end(rest, fraction * height * width, patch_size, gap)
+                out[stage].append(_sub(sample, stage, (strip[0], strip[1], strip[2], strip[3])))
+        if min(rest[2], rest[3]) < patch_size:
+            raise ValueError(
+                f"data.split.mode=regions: {sample.source.name} ({height}x{width}) leaves a training region of "
+                f"{max(rest[2], 0)}x{max(rest[3], 0)} pixels after the validation/test strips and gaps of {gap} px, "
+                f"smaller than data.patch_size={patch_size}; lower data.split.val_fraction/test_fraction, "
+                "data.split.gap or data.patch_size"
+            )
+        out["train"].append(_sub(sample, "train", rest))
+    return out
+
+
+def region_folds(sample: Sample, size: tuple[int, int], folds: int, fold: int, patch_size: int, gap: int | None = None
+                 ) -> dict[str, list[Sample]]:
+    """Fold ``fold`` of ``folds`` over one field: equal strips along its longer axis, strip ``fold`` validates,
+    the strips before and after it train (each kept apart from it by ``gap`` pixels).
+
+    Raises:
+        ValueError: strips thinner than a patch, or no training piece left.
+    """
+    gap = patch_size // 2 if gap is None else gap
+    height, width = size
+    along_rows = height > width
+    length = height if along_rows else width
+    edges = np.linspace(0, length, folds + 1).round().astype(int)
+    start, stop = int(edges[fold]), int(edges[fold + 1])
+    if stop - start < patch_size:
+        raise ValueError(
+            f"cv.folds={folds}: {sample.source.name} ({height}x{width}) gives strips of {stop - start} px, thinner "
+            f"than data.patch_size={patch_size}; lower cv.folds or data.patch_size"
+        )
+
+    def rect(a: int, b: int) -> Region:
+        return (a, 0, b - a, width) if along_rows else (0, a, height, b - a)
+
+    train = [(name, rect(a, b)) for name, (a, b) in (("train_a", (0, start - gap)), ("train_b", (stop + gap, length)))
+             if b - a >= patch_size]
+    if not train:
+        raise ValueError(f"cv.folds={folds}, cv.fold={fold}: {sample.source.name} leaves no training strip of at "
+                         f"least data.patch_size={patch_size} px beside the validation strip; lower cv.folds")
+    return {"train": [_sub(sample, name, r) for name, r in train], "val": [_sub(sample, f"fold{fold}", rect(start, stop))]}
+
+
+def image_folds(samples: Sequence[Sample], folds: int, fold: int, seed: int) -> dict[str, list[Sample]]:
+    """Fold ``fold`` of ``folds`` over whole images (seeded shuffle, near-equal folds): that fold validates.
+
+    Raises:
+        ValueError: fewer images than folds.
+    """
+    if len(samples) < folds:
+        raise ValueError(
+            f"cv.folds={folds}: only {len(samples)} image(s) outside the test split; lower cv.folds, or use "
+            "data.split.mode=regions to cross-validate over regions of the images"
+        )
+    order = np.random.default_rng(seed).permutation(len(samples))
+    parts = np.array_split(order, folds)
+    val = set(parts[fold].tolist())
+    return {"train": [samples[i] for i in sorted(set(range(len(samples))) - val)], "val": [samples[i] for i in sorted(val)]}

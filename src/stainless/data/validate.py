@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from stainless.data.datasets import MASK_MODES, load_sample
 from stainless.data.samples import Sample
-from stainless.io import ImageReadError, image_info, read_image
+from stainless.io import ImageReadError, images_info, read_images
 
 LEVELS = ("headers", "full", "none")
 ON_ERROR = ("stop", "skip")
@@ -57,24 +57,32 @@ def check_sample(sample: Sample, options: Mapping[str, Any], level: str = "heade
         if loaded.target is not None and loaded.target.ndim == 2 and sample.source.suffix.lower() == ".json":
             _mask_values(sample.source, loaded.target, "classes", options.get("mask_classes") or _labelme_classes(options))
     else:
-        source_shape, source_dtype = image_info(sample.source, sample.source_channels, axis)
+        source_shape, source_dtype = images_info(sample.source_files, sample.source_channels, axis)
         size = source_shape[-2:]
-        floats = [(sample.source, sample.source_channels)] if np.issubdtype(source_dtype, np.floating) else []
-        for path, channels in ((sample.target, sample.target_channels), (sample.labels, None)):
-            if path is None:
+        floats = [(sample.source_files, sample.source_channels)] if np.issubdtype(source_dtype, np.floating) else []
+        for files, channels in ((sample.target_files, sample.target_channels), ((sample.labels,) if sample.labels else (), None)):
+            if not files:
                 continue
-            shape, dtype = image_info(path, channels, axis)
+            shape, dtype = images_info(files, channels, axis)
             if shape[-2:] != size:
-                raise ImageReadError(f"{path}: size {shape[-2:]} differs from its input {sample.source} ({size})")
-            if path == sample.target and np.issubdtype(dtype, np.floating):
-                floats.append((path, channels))
-        for path, channels in floats:
-            read_image(path, channels, axis)  # decodes: finds NaN/Inf pixels
+                raise ImageReadError(f"{files[0]}: size {shape[-2:]} differs from its input {sample.source} ({size})")
+            if files == sample.target_files and np.issubdtype(dtype, np.floating):
+                floats.append((files, channels))
+        for files, channels in floats:
+            read_images(files, channels, axis)  # decodes: finds NaN/Inf pixels
     if sample.target is not None and options.get("target_type") == "mask" and sample.source.suffix.lower() != ".json":
-        _mask_values(sample.target, read_image(sample.target, sample.target_channels, axis)[0], mask_mode,
+        _mask_values(sample.target, read_images(sample.target_files, sample.target_channels, axis)[0], mask_mode,
                      options.get("mask_classes"))
+    decoded = sample.source.suffix.lower() == ".json" or level == "full"  # load_sample has cut the region already
+    if sample.region is not None and not decoded:  # a region of the field (split.mode=regions, cross-validation)
+        top, left, height, width = sample.region
+        if top + height > size[0] or left + width > size[1]:
+            raise ImageReadError(f"{sample.source}: region {sample.region} lies outside the image ({size[0]}x{size[1]})")
+        size = (height, width)
     if patch and min(size) < patch:
-        raise ImageReadError(f"{sample.source}: image of {size[0]}x{size[1]} pixels is smaller than data.patch_size={patch}")
+        what = f"region {sample.name} of {size[0]}x{size[1]} pixels" if sample.region else f"image of {size[0]}x{size[1]} pixels"
+        raise ImageReadError(f"{sample.source}: {what} is smaller than data.patch_size={patch}; lower data.patch_size "
+                             f"to at most {min(size)} (a multiple of what the network needs)")
 
 
 def _labelme_classes(options: Mapping[str, Any]) -> int:

@@ -9,13 +9,14 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
-from torchmetrics import MaxMetric, MinMetric, SumMetric
+from torchmetrics import MaxMetric, MinMetric
 
-from stainless.metrics.image import HIGHER_IS_BETTER, ImageMetrics, LPIPSScorer, image_maps
+from stainless.metrics.image import HIGHER_IS_BETTER, ImageMetrics, LPIPSScorer, image_maps, per_image_metrics
 from stainless.metrics.nuclei import NucleusDetector, outline_nuclei, score_nuclei
 from stainless.models.base import StainlessModule
 from stainless.models.components.generators import CLASSIC, build_generator
 from stainless.models.components.patchgan import PatchGANDiscriminator
+from stainless.tiling import predict_tiled
 from stainless.utils.pretrained import PretrainedWeightsMissing, lpips_missing_message
 from stainless.visuals import image_to_image_panels
 
@@ -48,10 +49,14 @@ class Pix2PixModule(StainlessModule):
         gradient_clip_val: clip both networks' gradients to this norm (the Trainer's option does not apply
             under manual optimisation).
         metrics: ``lpips`` (bool), ``lpips_net``, ``lpips_trunk`` (path to the trunk's weights).
-        nuclei: ``enabled`` and ``detector`` (:class:`NucleusDetector` options): validation also detects nuclei
-            in predictions and targets (or uses the batch's instance labels as the truth) and logs
-            ``val/nuclei_f1``, ``val/hallucinated`` and ``val/missed`` (counts over the validation set).
+        nuclei: ``enabled`` and ``detector`` (:class:`NucleusDetector` options): the whole-field validation also
+            detects nuclei in predictions and targets (or takes the fields' instance labels as the truth) and logs
+            ``val_field/nuclei_f1``, ``val_field/hallucinated`` and ``val_field/missed`` (counts over the fields).
         n_visuals: images shown in the logged picture grids.
+        eval_every_n_epochs: every epoch validates on the data module's fixed validation tiles (MSE, MAE, PSNR,
+            SSIM, Pearson r: ``val/...``); every this many epochs, at the last epoch and in ``trainer.validate``,
+            the whole validation fields are also predicted in tiles and scored with LPIPS and nuclei matching
+            (``val_field/...``). 0: only at the end.
         lr: the learning rate the optimiser configs refer to (``model.lr``, one key for sweeps); not used directly.
     """
 
@@ -70,6 +75,7 @@ class Pix2PixModule(StainlessModule):
         n_visuals: int = 4,
         lr: float | None = None,
         nuclei: Mapping[str, Any] | None = None,
+        eval_every_n_epochs: int = 10,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -82,17 +88,23 @@ class Pix2PixModule(StainlessModule):
         self.lpips = LPIPSScorer(metrics.get("lpips_net", "alex"), metrics.get("lpips_trunk"), metrics.get("lpips", True))
         if loss.get("perceptual_weight", 0) and not self.lpips.available:
             raise PretrainedWeightsMissing("loss.perceptual_weight > 0 needs LPIPS. " + lpips_missing_message(self.lpips.net_name))
-        self.val_metrics = ImageMetrics(self.lpips, prefix="val/")
+        self.val_metrics = ImageMetrics(None, prefix="val/")  # the fixed tiles, every epoch: no LPIPS, no nuclei
         self.test_metrics = ImageMetrics(self.lpips, prefix="test/")
-        best = {name: HIGHER_IS_BETTER[name] for name in self.val_metrics.keys(keep_base=True)}
         self.nuclei_enabled = bool((nuclei or {}).get("enabled", False))
         self._detector: NucleusDetector | None = None  # built on first use: a checkpoint detector loads a file
+        best = {name: HIGHER_IS_BETTER[name] for name in self.val_metrics.keys(keep_base=True)}
+        # whole fields, every few epochs: the metrics of evaluate.py (means over fields of per-field values)
+        self.field_names = [*FIELD_METRICS, *(["lpips"] if self.lpips.available else [])]
+        if self.nuclei_enabled:  # counts summed over fields, F1 from the totals
+            self.field_names += ["nuclei_tp", "hallucinated", "missed"]
+        field_best = {name: HIGHER_IS_BETTER[name] for name in self.field_names if name != "nuclei_tp"}
         if self.nuclei_enabled:
-            # true positives, hallucinated, missed: sums reduced across processes, F1 computed from the totals
-            self.val_nuclei = nn.ModuleDict({k: SumMetric() for k in ("tp", "hallucinated", "missed")})
-            best.update({name: HIGHER_IS_BETTER[name] for name in ("nuclei_f1", "hallucinated", "missed")})
+            field_best["nuclei_f1"] = True
         self.val_best = nn.ModuleDict({name: MaxMetric() if high else MinMetric() for name, high in best.items()})
-        self._visual_batch: tuple[torch.Tensor, ...] | None = None
+        self.field_best = nn.ModuleDict({name: MaxMetric() if high else MinMetric() for name, high in field_best.items()})
+        self._visual_batch: tuple | None = None
+        self._field_visual: tuple | None = None
+        self.last_field_epoch: int | None = None  # the last training epoch whose fields were scored
 
     # -- inference --------------------------------------------------------------------------------------------
 
@@ -172,7 +184,7 @@ class Pix2PixModule(StainlessModule):
     # -- validation and test ----------------------------------------------------------------------------------
 
     def on_fit_start(self) -> None:
-        for best in self.val_best.values():
+        for best in [*self.val_best.values(), *self.field_best.values()]:
             best.reset()
 
     @property
@@ -181,45 +193,90 @@ class Pix2PixModule(StainlessModule):
             self._detector = NucleusDetector.from_config(self.hparams.nuclei.get("detector"))
         return self._detector
 
-    def nuclei_labels(self, pred: torch.Tensor, target: torch.Tensor, labels: torch.Tensor | None) -> list[tuple]:
-        """Per image: (true labels, predicted labels, score); truth from ``labels`` when given, else detected."""
-        out = []
-        for i in range(pred.shape[0]):
-            true = labels[i].cpu().numpy() if labels is not None else self.detector(target[i].float().cpu().numpy())
-            found = self.detector(pred[i].float().cpu().numpy())
-            out.append((true, found, score_nuclei(true, found, thresholds=(0.5,))))
-        return out
-
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         pred = self(batch["source"]).clamp(0, 1)
         self.val_metrics.update(pred, batch["target"])
-        nuclei = None
-        if self.nuclei_enabled:
-            nuclei = self.nuclei_labels(pred, batch["target"], batch.get("labels"))
-            for key in ("tp", "hallucinated", "missed"):
-                self.val_nuclei[key].update(float(sum(score[key] for _, _, score in nuclei)))
         if batch_idx == 0:
             n = self.hparams.n_visuals
-            self._visual_batch = (batch["source"][:n], pred[:n], batch["target"][:n], nuclei[:n] if nuclei else None)
+            self._visual_batch = (batch["source"][:n], pred[:n], batch["target"][:n], None)
+
+    def _fields_due(self) -> bool:
+        trainer = self.trainer
+        if trainer.sanity_checking or getattr(trainer, "datamodule", None) is None:
+            return False
+        if trainer.state.fn == "validate":  # trainer.validate(): the whole-field scores of these weights
+            return True
+        every, epoch = self.hparams.get("eval_every_n_epochs", 10), self.current_epoch + 1
+        return bool(every and epoch % every == 0) or epoch == trainer.max_epochs
+
+    @torch.no_grad()
+    def validate_fields(self, fields: Any) -> dict[str, torch.Tensor]:
+        """Predict the whole validation fields in tiles and score them as ``evaluate.py`` does.
+
+        Field ``i`` is predicted by rank ``i % world_size``; one (fields x metrics) table is gathered from all
+        ranks, so every rank returns the same values (no collective depends on how many fields a rank had).
+
+        Args:
+            fields: a dataset with ``samples``, ``patch_size`` and ``load(i)`` (the data module's validation set).
+
+        Returns:
+            ``val_field/<metric>``: means over fields of MSE, MAE, PSNR, SSIM, Pearson r (and LPIPS); with nuclei,
+            ``nuclei_f1`` from the summed counts, ``hallucinated`` and ``missed`` (sums over fields).
+        """
+        predict = lambda batch: self(batch).clamp(0, 1)
+        rank, world = self.global_rank, max(self.trainer.world_size, 1)
+        table = torch.zeros(len(fields.samples), len(self.field_names), device=self.device, dtype=torch.float64)
+        for i in range(rank, len(fields.samples), world):
+            loaded = fields.load(i)
+            source = torch.from_numpy(loaded.source).to(self.device)
+            pred = predict_tiled(predict, source, 2 * fields.patch_size, 0.25, 4, self.size_multiple)[None]
+            target = torch.from_numpy(loaded.target).to(self.device)[None]
+            row = per_image_metrics(pred, target, self.lpips)[0]
+            nuclei = None
+            if self.nuclei_enabled:
+                true = loaded.labels if loaded.labels is not None else self.detector(loaded.target)
+                found = self.detector(pred[0].float().cpu().numpy())
+                score = score_nuclei(true, found, thresholds=(0.5,))
+                row.update(nuclei_tp=score["tp"], hallucinated=score["hallucinated"], missed=score["missed"])
+                nuclei = (true, found, score)
+            table[i] = torch.tensor([float(row[name]) for name in self.field_names], dtype=torch.float64)
+            if i == rank:  # a picture of this field's centre, nuclei outlined, for the image logger
+                self._field_visual = _centre_crop(source[None], pred, target, nuclei, 2 * fields.patch_size)
+        if world > 1:
+            table = self.all_gather(table).sum(0)  # each field's row is filled by exactly one rank
+        values = {}
+        for k, name in enumerate(self.field_names):
+            column = table[:, k]
+            values[f"val_field/{name}"] = column.sum() if name in ("nuclei_tp", "hallucinated", "missed") else column.mean()
+        if self.nuclei_enabled:
+            tp = values.pop("val_field/nuclei_tp")
+            errors = 2 * tp + values["val_field/hallucinated"] + values["val_field/missed"]
+            values["val_field/nuclei_f1"] = 2 * tp / errors if errors > 0 else torch.ones_like(errors)
+        return {k: v.float() for k, v in values.items()}
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()  # already reduced across processes by torchmetrics
         self.val_metrics.reset()
         self.log("val/ssim", values.pop("val/ssim"), prog_bar=True, sync_dist=True)
-        if self.nuclei_enabled:
-            counts = {key: metric.compute() for key, metric in self.val_nuclei.items()}
-            for metric in self.val_nuclei.values():
-                metric.reset()
-            errors = 2 * counts["tp"] + counts["hallucinated"] + counts["missed"]
-            values["val/nuclei_f1"] = 2 * counts["tp"] / errors if errors > 0 else torch.ones_like(errors)
-            values["val/hallucinated"], values["val/missed"] = counts["hallucinated"], counts["missed"]
         self.log_dict(values, sync_dist=True)  # already reduced by torchmetrics; averages equal numbers
         values["val/ssim"] = self.trainer.callback_metrics["val/ssim"]
-        if self.trainer.sanity_checking:
+        field_values: dict[str, torch.Tensor] = {}
+        self._field_visual = None
+        if self._fields_due() and self.trainer.datamodule.datasets["val"].samples:
+            field_values = self.validate_fields(self.trainer.datamodule.datasets["val"])
+            self.log_dict(field_values, sync_dist=True)  # the same on every rank
+            if self.trainer.state.fn == "fit":
+                self.last_field_epoch = self.current_epoch
+        if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
             return
         for name, best in self.val_best.items():
             best.update(values[f"val/{name}"])
             self.log(f"val/{name}_best", best.compute(), sync_dist=True)
+        for name, best in self.field_best.items():
+            if f"val_field/{name}" in field_values:
+                best.update(field_values[f"val_field/{name}"])
+            if best.update_called:
+                self.log(f"val_field/{name}_best", best.compute(), sync_dist=True)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         pred = self(batch["source"]).clamp(0, 1)
@@ -235,11 +292,30 @@ class Pix2PixModule(StainlessModule):
     # -- pictures ---------------------------------------------------------------------------------------------
 
     def visuals(self) -> dict[str, torch.Tensor]:
-        """Panels of the first validation batch, each (N, 3, H, W) in [0, 1], for the image-logging callback."""
-        if self._visual_batch is None:
+        """Panels for the image-logging callback, each (N, 3, H, W) in [0, 1]: the first validation tiles, or,
+        after a whole-field validation, the centre of the first field with its nuclei outlined."""
+        if getattr(self, "_field_visual", None) is not None:
+            source, pred, target, nuclei = self._field_visual
+        elif self._visual_batch is not None:
+            source, pred, target, nuclei = self._visual_batch
+        else:
             return {}
-        source, pred, target, nuclei = self._visual_batch
         panels = image_to_image_panels(source, pred, target, image_maps(pred, target, self.lpips))
         if nuclei:
             panels["nuclei"] = torch.stack([outline_nuclei(p, t, f, s) for p, (t, f, s) in zip(pred.cpu(), nuclei)])
         return panels
+
+
+FIELD_METRICS = ("mse", "mae", "psnr", "ssim", "pearson")
+
+
+def _centre_crop(source: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, nuclei: tuple | None, size: int):
+    """The central ``size`` x ``size`` window of a field's input, prediction, target and nuclei labels."""
+    height, width = source.shape[-2:]
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    window = (slice(top, top + size), slice(left, left + size))
+    crop = lambda t: t[(..., *window)].cpu()
+    if nuclei is not None:
+        true, found, score = nuclei
+        nuclei = [(true[window], found[window], score)]
+    return crop(source), crop(pred), crop(target), nuclei

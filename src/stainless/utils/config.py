@@ -13,7 +13,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 EXPECTED_TYPES: dict[str, tuple[type, ...]] = {
     "seed": (int,), "test": (bool,), "tile_size": (int,), "tile_overlap": (float, int), "batch_size": (int,),
     "frame_interval": (float, int), "pixel_size": (float, int), "baselines": (bool,), "max_report_images": (int,),
-    "data.patch_size": (int,), "data.patches_per_image": (int,), "data.batch_size": (int,),
+    "data.patch_size": (int,), "data.patches_per_image": (int,),
+    "data.samples_per_epoch": (int,), "data.val_tiles": (int,), "data.foreground_fraction": (float, int),
+    "data.split.gap": (int,), "cv.folds": (int,), "cv.fold": (int,), "model.eval_every_n_epochs": (int,), "data.batch_size": (int,),
     "data.num_workers": (int,), "data.cache": (bool,), "data.split.val_fraction": (float, int),
     "data.split.test_fraction": (float, int), "data.split.seed": (int,),
     "model.lr": (float, int), "model.n_visuals": (int,), "model.threshold": (float, int),

@@ -29,15 +29,19 @@ class UNetGenerator(nn.Module):
         ngf: filters of the outermost level (doubling per level, capped at 8 x ngf).
         norm: ``batch``, ``instance`` or ``none``.
         dropout: dropout probability in the inner decoder levels (0 disables).
+        upsample: ``transpose`` (4x4 stride-2 transposed convolutions, as in the paper) or ``resize``
+            (bilinear up-sampling then a 3x3 convolution: no checkerboard artefacts, Odena et al. 2016).
     """
 
     def __init__(
         self, in_channels: int, out_channels: int, num_downs: int = 7, ngf: int = 64, norm: str = "batch",
-        dropout: float = 0.5,
+        dropout: float = 0.5, upsample: str = "transpose",
     ):
         super().__init__()
         if num_downs < 2:
             raise ValueError("num_downs must be at least 2")
+        if upsample not in {"transpose", "resize"}:
+            raise ValueError(f"backbone.upsample: unknown {upsample!r}; use transpose or resize")
         self.num_downs = num_downs
         bias = norm != "batch"
         chans = [ngf * min(2**i, 8) for i in range(num_downs)]
@@ -52,7 +56,12 @@ class UNetGenerator(nn.Module):
         for i in reversed(range(num_downs)):
             c_in = chans[i] if i == num_downs - 1 else 2 * chans[i]
             c_out = out_channels if i == 0 else chans[i - 1]
-            layers = [nn.ReLU(True), nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias or i == 0)]
+            if upsample == "transpose":
+                up: list[nn.Module] = [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias or i == 0)]
+            else:
+                up = [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                      nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias or i == 0)]
+            layers = [nn.ReLU(True), *up]
             if i == 0:
                 layers.append(nn.Tanh())
             else:

@@ -1,0 +1,22 @@
+"""Hydra callbacks: work done once a whole multirun has finished."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+class CrossValidationTable(Callback):
+    """After a multirun over ``cv.fold``, write ``cv_results.csv`` (mean and sd of every metric over the folds of
+    each setting) into the sweep directory and print it; other multiruns are left alone."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from stainless.compare import format_cv, write_cv_table
+
+        path = write_cv_table(config.hydra.sweep.dir)
+        if path is not None:
+            import pandas as pd
+
+            print(f"Cross-validation, mean +- sd over folds ({path}):\n{format_cv(pd.read_csv(path))}")

@@ -197,7 +197,7 @@ def test_bad_settings_stop_before_training_and_write_nothing(cfg_train, override
 
 def test_whole_fields_are_scored_every_n_epochs_and_at_the_end(cfg_train):
     cfg = cfg_train("trainer.max_epochs=3", "model.eval_every_n_epochs=2", "test=false", "logger=csv",
-                    "data.samples_per_epoch=8")
+                    "data.patches_per_image=null", "data.samples_per_epoch=8")
     metrics = train(cfg)
     rows = _csv_rows(Path(cfg.paths.output_dir))
     field_epochs = sorted({int(r["epoch"]) for r in rows if r.get("val_field/ssim")})
@@ -210,7 +210,8 @@ def test_whole_fields_are_scored_every_n_epochs_and_at_the_end(cfg_train):
 
 def test_a_run_stopped_before_a_field_epoch_is_scored_on_its_final_weights(cfg_train):
     cfg = cfg_train("trainer.max_epochs=5", "model.eval_every_n_epochs=4", "test=false", "logger=csv",
-                    "data.samples_per_epoch=8", "+trainer.max_steps=4")  # 2 epochs x 2 batches x (G + D) steps
+                    "data.patches_per_image=null", "data.samples_per_epoch=8",
+                    "+trainer.max_steps=6")  # 1.5 epochs of 2 batches x (G + D) steps
     metrics = train(cfg)
     rows = _csv_rows(Path(cfg.paths.output_dir))
     assert sum(bool(r.get("val_field/ssim")) for r in rows) == 1  # not during the 2 epochs; once at the end
@@ -253,3 +254,19 @@ def test_a_cross_validation_multirun_writes_a_mean_and_sd_table(tmp_path, capsys
     assert len({tuple(v) for v in vals}) == 3
     compare_main([str(sweep)])
     assert "Cross-validation, mean +- sd over folds" in capsys.readouterr().out
+
+
+def test_discriminator_warmup_and_ssim_term(cfg_train):
+    """During the warm-up batches the discriminator is not trained; afterwards it is; the SSIM term is logged."""
+    from stainless.checkpoint import load_checkpoint
+
+    cfg = cfg_train("trainer.max_epochs=1", "test=false", "data.patches_per_image=null", "data.samples_per_epoch=20",
+                    "trainer.limit_train_batches=null",
+                    "loss.adversarial_warmup=4", "loss.ssim_weight=1.0", "logger=csv", "trainer.log_every_n_steps=1")
+    summary = train(cfg)
+    rows = _csv_rows(Path(cfg.paths.output_dir))
+    d_losses = [float(r["train/loss_d_step"]) for r in rows if r.get("train/loss_d_step")]
+    assert len(d_losses) == 5 and d_losses[:4] == [0.0] * 4 and d_losses[4] > 0  # 4 warm-up batches, then D
+    assert "train/loss_g_ssim" in summary
+    # the generator stepped 5 times, the discriminator once
+    assert load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")["global_step"] == 6

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MaxMetric, MinMetric
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from stainless.metrics.image import HIGHER_IS_BETTER, ImageMetrics, LPIPSScorer, image_maps, per_image_metrics
 from stainless.metrics.nuclei import NucleusDetector, outline_nuclei, score_nuclei
@@ -43,7 +44,9 @@ class Pix2PixModule(StainlessModule):
         in_channels, out_channels: channels of input and target images.
         generator: the ``backbone`` config (``name: pix2pix_unet`` or an smp encoder).
         discriminator: PatchGAN options (``ndf``, ``n_layers``, ``norm``).
-        loss: ``adversarial`` (vanilla/lsgan/hinge), ``adversarial_weight``, ``l1_weight``, ``perceptual_weight``.
+        loss: ``adversarial`` (vanilla/lsgan/hinge), ``adversarial_weight``, ``l1_weight``, ``perceptual_weight``,
+            ``ssim_weight`` (a 1 - SSIM term), ``adversarial_warmup`` (batches trained without the GAN term and
+            without training the discriminator).
         optimizer_g, optimizer_d: partial optimiser configs (``_target_``, ``_partial_: true``, ...).
         scheduler: partial LR scheduler config applied to both optimisers, stepped once per epoch; or None.
         gradient_clip_val: clip both networks' gradients to this norm (the Trainer's option does not apply
@@ -137,7 +140,11 @@ class Pix2PixModule(StainlessModule):
         fake = self.generator(x)
 
         kind = weights["adversarial"]
-        adversarial = weights.get("adversarial_weight", 1.0) != 0
+        adversarial_weight = weights.get("adversarial_weight", 1.0)
+        warmup = weights.get("adversarial_warmup", 0)
+        if warmup and self.trainer.fit_loop.epoch_loop.total_batch_idx < warmup:
+            adversarial_weight = 0.0  # discriminator warm-up: the generator learns the regression first
+        adversarial = adversarial_weight != 0
         loss_d = torch.zeros((), device=x.device)
         if adversarial:  # with adversarial_weight 0 (loss=l1) the discriminator is not trained at all
             with self.toggled_optimizer(opt_d):
@@ -152,8 +159,12 @@ class Pix2PixModule(StainlessModule):
             loss_adv = (adversarial_loss(kind, self.discriminator(torch.cat([x, fake], 1)), True, False) if adversarial
                         else torch.zeros((), device=x.device))
             loss_l1 = F.l1_loss(fake, y)
-            loss_g = weights.get("adversarial_weight", 1.0) * loss_adv + weights.get("l1_weight", 100.0) * loss_l1
+            loss_g = adversarial_weight * loss_adv + weights.get("l1_weight", 100.0) * loss_l1
             logs = {"train/loss_d": loss_d, "train/loss_g_adv": loss_adv, "train/loss_g_l1": loss_l1}
+            if weights.get("ssim_weight", 0):  # structure term: 1 - SSIM of the [0, 1] images
+                loss_s = 1 - structural_similarity_index_measure((fake + 1) / 2, (y + 1) / 2, data_range=1.0)
+                loss_g = loss_g + weights["ssim_weight"] * loss_s
+                logs["train/loss_g_ssim"] = loss_s
             if weights.get("perceptual_weight", 0):
                 loss_p = self.lpips.differentiable((fake + 1) / 2, (y + 1) / 2).mean()
                 loss_g = loss_g + weights["perceptual_weight"] * loss_p

@@ -4,11 +4,12 @@ import hydra
 from omegaconf import DictConfig
 
 from stainless.evaluate import evaluate
+from stainless.utils.errors import run_cli
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    run_cli(evaluate, cfg)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ import hydra
 from omegaconf import DictConfig
 
 from stainless.train import train
+from stainless.utils.errors import run_cli
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    metrics = run_cli(train, cfg)
     # Sweepers (Optuna, ...) optimise what main returns.
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
 

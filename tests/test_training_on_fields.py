@@ -270,3 +270,21 @@ def test_discriminator_warmup_and_ssim_term(cfg_train):
     assert "train/loss_g_ssim" in summary
     # the generator stepped 5 times, the discriminator once
     assert load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")["global_step"] == 6
+
+
+def test_the_command_line_gives_one_line_and_exit_code_1_for_a_bad_setting(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root / "src")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    done = subprocess.run([sys.executable, str(root / "train.py"), "data.patch_size=64", "data.synthetic.n_images=3",
+                           "data.synthetic.size=64", "print_config=false", f"hydra.run.dir={tmp_path / 'run'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "data.patch_size=64 is not a multiple of 128" in errors[0]
+    assert "Traceback" not in done.stderr and "Traceback" in (tmp_path / "run" / "virtual_labeling.log").read_text()
+    assert not (tmp_path / "run" / "config_resolved.yaml").exists()

@@ -288,3 +288,19 @@ def test_the_command_line_gives_one_line_and_exit_code_1_for_a_bad_setting(tmp_p
     assert len(errors) == 1 and "data.patch_size=64 is not a multiple of 128" in errors[0]
     assert "Traceback" not in done.stderr and "Traceback" in (tmp_path / "run" / "virtual_labeling.log").read_text()
     assert not (tmp_path / "run" / "config_resolved.yaml").exists()
+
+
+def test_lr_schedule_warms_up_then_decays_to_its_final_factor(cfg_train):
+    from stainless.checkpoint import load_checkpoint
+
+    cfg = cfg_train("trainer.max_epochs=2", "test=false", "data.patches_per_image=null", "data.samples_per_epoch=16",
+                    "trainer.limit_train_batches=null", "model.lr=1e-3", "model.lr_schedule={warmup_steps:2,final_factor:0.1}",
+                    "logger=csv", "trainer.log_every_n_steps=1")
+    train(cfg)
+    rates = [float(r["train/lr_g"]) for r in _csv_rows(Path(cfg.paths.output_dir)) if r.get("train/lr_g")]
+    assert len(rates) == 8  # 2 epochs of 4 batches
+    assert rates[0] < rates[1] and rates[1] == max(rates)  # linear warm-up over 2 batches
+    assert all(a >= b for a, b in zip(rates[1:], rates[2:]))  # then decaying
+    assert rates[-1] == pytest.approx(1e-4)  # cosine down to 0.1 x 1e-3 at the last batch
+    state = load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")["optimizer_states"]
+    assert all(g["lr"] == pytest.approx(1e-4) for opt in state for g in opt["param_groups"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,6 +62,9 @@ class Pix2PixModule(StainlessModule):
             the whole validation fields are also predicted in tiles and scored with LPIPS and nuclei matching
             (``val_field/...``). 0: only at the end.
         lr: the learning rate the optimiser configs refer to (``model.lr``, one key for sweeps); not used directly.
+        lr_schedule: ``warmup_steps`` (linear warm-up over this many batches) and ``final_factor``: then a cosine
+            decay of both optimisers' learning rates to ``final_factor`` x their configured rate at the end of the
+            run, whichever of ``trainer.max_epochs`` and ``trainer.max_time`` ends it first; None: constant.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class Pix2PixModule(StainlessModule):
         lr: float | None = None,
         nuclei: Mapping[str, Any] | None = None,
         eval_every_n_epochs: int = 10,
+        lr_schedule: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -133,7 +138,36 @@ class Pix2PixModule(StainlessModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val, gradient_clip_algorithm="norm")
         optimizer.step()
 
+    def _progress(self) -> float:
+        """Share of the run done, 0..1: batches of ``max_epochs`` or seconds of ``max_time``, whichever is further."""
+        from lightning.pytorch.callbacks import Timer
+
+        trainer = self.trainer
+        done = 0.0
+        if trainer.max_epochs and trainer.max_epochs > 0 and trainer.num_training_batches not in (0, float("inf")):
+            done = (trainer.fit_loop.epoch_loop.total_batch_idx + 1) / (trainer.max_epochs * trainer.num_training_batches)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is not None and timer._duration:  # trainer.max_time; the timer's elapsed time survives resumes
+            done = max(done, timer.time_elapsed("train") / timer._duration)
+        return min(done, 1.0)
+
+    def _schedule_lr(self) -> None:
+        """Warm-up then cosine decay of both optimisers' learning rates (``lr_schedule``), set before each batch."""
+        schedule = self.hparams.get("lr_schedule")
+        if not schedule:
+            return
+        warmup, final = schedule.get("warmup_steps", 0), schedule.get("final_factor", 0.0)
+        step = self.trainer.fit_loop.epoch_loop.total_batch_idx
+        factor = final + (1 - final) * 0.5 * (1 + math.cos(math.pi * self._progress()))
+        if step < warmup:
+            factor *= (step + 1) / warmup
+        for optimizer, config in zip(self.optimizers(), (self.hparams.optimizer_g, self.hparams.optimizer_d)):
+            for group in optimizer.param_groups:
+                group["lr"] = config["lr"] * factor
+        self.log("train/lr_g", self.hparams.optimizer_g["lr"] * factor, on_step=True, on_epoch=False)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._schedule_lr()
         weights = self.hparams.loss
         x, y = batch["source"] * 2 - 1, batch["target"] * 2 - 1
         opt_g, opt_d = self.optimizers()

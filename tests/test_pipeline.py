@@ -151,13 +151,16 @@ def test_unsafe_or_foreign_checkpoints_are_refused(tmp_path):
 
 def test_lr_schedule_is_stepped_each_epoch(cfg_train):
     cfg = cfg_train(
-        "trainer.max_epochs=2", "model.lr=1e-3",
-        "+model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.5}",
+        "trainer.max_epochs=2", "model.lr=1e-3", "model.lr_schedule=null",
+        "model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.5}",
     )
     train(cfg)
     ckpt = load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     lrs = [group["lr"] for state in ckpt["optimizer_states"] for group in state["param_groups"]]
     assert lrs == pytest.approx([1e-3 * 0.25, 1e-3 * 0.25])  # generator and discriminator, halved twice
+    with pytest.raises(ValueError, match="model.scheduler and model.lr_schedule"):  # one schedule at a time
+        train(cfg_train("model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1}",
+                        run="both"))
 
 
 def test_tensorboard_receives_the_picture_grid(cfg_train):

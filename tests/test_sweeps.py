@@ -194,7 +194,7 @@ def test_deterministic_reruns_give_identical_metrics(cfg_train):
 def test_resume_gives_the_metrics_of_an_uninterrupted_run(cfg_train, sanity_steps):
     """Resuming from last.ckpt continues weights, optimisers, loop state and random states: the final metrics
     of 1 epoch + 1 resumed epoch equal those of 2 epochs straight (tolerance 1e-6: the same arithmetic)."""
-    common = ["trainer.deterministic=true", "test=false", "trainer.limit_train_batches=3",
+    common = ["trainer.deterministic=true", "test=false", "trainer.limit_train_batches=3", "model.lr_schedule=null",
               f"trainer.num_sanity_val_steps={sanity_steps}"]
     straight_cfg = cfg_train(*common, "trainer.max_epochs=2", run="straight")
     straight = train(straight_cfg)

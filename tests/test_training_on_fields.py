@@ -161,7 +161,7 @@ def test_kfold_over_regions_of_one_field(tmp_path):
     ({"cv": {"folds": 3, "fold": 3}}, r"cv\.fold=3: must be 0\.\.2"),
     ({"cv": {"folds": 9, "fold": 0}}, r"cv\.folds=9: only \d image"),
     ({"split": {"mode": "regions", "val_fraction": 0.4, "test_fraction": 0.4}}, r"leaves a training region"),
-    ({"split": {"val_fraction": 0.5, "test_fraction": 0.5}}, r"cannot give .* and still train"),
+    ({"split": {"val_fraction": 0.5, "test_fraction": 0.5}}, r"cannot give .* and still train; use data\.split\.mode=regions"),
     ({"patch_size": 96}, r"smaller than data\.patch_size=96; lower data\.patch_size to at most 64"),
 ])
 def test_impossible_splits_are_refused_with_the_setting_to_change(tmp_path, options, message):

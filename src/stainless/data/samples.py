@@ -138,7 +138,9 @@ def split_samples(
     n_val, n_test = count(val_fraction), count(test_fraction)
     if n_val + n_test >= n:
         raise ValueError(
-            f"split: {n} sample(s) cannot give {n_val} validation and {n_test} test sample(s) and still train"
+            f"data.split: {n} image(s) cannot give {n_val} validation and {n_test} test image(s) and still train; "
+            "use data.split.mode=regions (each field cut into train/val/test regions), lower "
+            "data.split.val_fraction/test_fraction, or give data.split.val / data.split.test as folders"
         )
     split = {
         "val": shuffled[:n_val],

@@ -88,6 +88,8 @@ class Pix2PixModule(StainlessModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
+        if scheduler and lr_schedule:
+            raise ValueError("model.scheduler and model.lr_schedule are both set; keep one (e.g. model.lr_schedule=null)")
         self.generator = build_generator(generator, in_channels, out_channels)
         self.discriminator = PatchGANDiscriminator(in_channels + out_channels, **discriminator)
         self.size_multiple = 2 ** generator.get("num_downs", 7) if generator["name"] == CLASSIC else 32

@@ -11,12 +11,13 @@ from torch.utils.data import DataLoader
 
 from stainless.data.datasets import PairedImageDataset
 from stainless.data.samples import (
-    Sample, field_samples, image_folds, labelme_samples, multichannel_samples, paired_folder_samples, region_folds, region_split,
-    sample_size, split_samples,
+    Sample, field_samples, image_folds, labelme_samples, multichannel_samples, paired_folder_samples, region_folds,
+    region_split, sample_size, split_samples,
 )
 from stainless.data.validate import validate_samples
 
 SPLIT_MODES = ("random", "last", "regions")
+
 
 def download_oxford_pet(root: str) -> None:
     """Download Oxford-IIIT Pet (images + trimaps, about 800 MB) with torchvision, into ``root``."""

@@ -129,7 +129,7 @@ def quality_seg(r: dict) -> list[str]:
 def main() -> None:
     path = ROOT / "BENCHMARKS.md"
     notes = path.read_text().split(MARKER, 1)[1] if path.is_file() and MARKER in path.read_text() else "\n"
-    lines = ["# Benchmarks", "", "Figures from the last `make bench` (under 30 minutes on 2 CPU cores); every number "
+    lines = ["# Benchmarks", "", "Figures from the last `make bench` (about 90 minutes on 2 CPU cores); every number "
              "below is read from `benchmarks/results/*.json`. Regenerate with `make bench`.", ""]
     for name, render in (("speed_training", training), ("speed_inference", inference), ("speed_video", video),
                          ("real_data", real_data), ("quality_segmentation", quality_seg)):

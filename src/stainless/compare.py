@@ -116,17 +116,19 @@ def format_cv(summary: pd.DataFrame) -> str:
     return shown.to_string(index=False)
 
 
-def write_cv_table(directory: str | Path) -> Path | None:
-    """``cv_results.csv`` in a multirun directory whose runs are cross-validation folds; None otherwise."""
+def write_cv_table(directory: str | Path) -> pd.DataFrame | None:
+    """Write ``cv_results.csv`` in a multirun directory whose runs are cross-validation folds.
+
+    Returns:
+        the table (see :func:`cv_summary`), or None when the runs are not folds of a cross-validation.
+    """
     runs = find_runs([directory])
-    if not runs:
+    table = compare_runs(runs) if runs else None
+    if table is None or FOLD not in table:
         return None
-    table = compare_runs(runs)
-    if FOLD not in table:
-        return None
-    path = Path(directory) / "cv_results.csv"
-    cv_summary(table).to_csv(path, index=False)
-    return path
+    summary = cv_summary(table)
+    summary.to_csv(Path(directory) / "cv_results.csv", index=False)
+    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:

@@ -185,8 +185,9 @@ def read_images(
     Raises:
         ImageReadError: as :func:`read_image`, or files of one field with different sizes.
     """
-    if isinstance(paths, (str, Path)) or len(paths) == 1:
-        return read_image(paths if isinstance(paths, (str, Path)) else paths[0], channels, channel_axis)
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if len(paths) == 1:
+        return read_image(paths[0], channels, channel_axis)
     arrays = [read_image(path, None, channel_axis) for path in paths]
     for path, array in zip(paths[1:], arrays[1:]):
         if array.shape[-2:] != arrays[0].shape[-2:]:
@@ -201,8 +202,9 @@ def images_info(
     paths: str | Path | Sequence[str | Path], channels: Sequence[int] | None = None, channel_axis: int | str = "auto"
 ) -> tuple[tuple[int, int, int], np.dtype]:
     """:func:`image_info` for one file or several files stacked as channels (headers only)."""
-    if isinstance(paths, (str, Path)) or len(paths) == 1:
-        return image_info(paths if isinstance(paths, (str, Path)) else paths[0], channels, channel_axis)
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if len(paths) == 1:
+        return image_info(paths[0], channels, channel_axis)
     infos = [image_info(path, None, channel_axis) for path in paths]
     for path, (shape, _) in zip(paths[1:], infos[1:]):
         if shape[-2:] != infos[0][0][-2:]:

@@ -30,29 +30,20 @@ def build(config: Any, **extra: Any) -> Any:
     return cls(**kwargs, **extra)
 
 
-def size_multiple(cfg: DictConfig) -> tuple[int, str]:
-    """The multiple the network needs image sides to be, and the setting that fixes it (for messages)."""
-    backbone = cfg.get("backbone") or {}
-    if backbone.get("name") == "pix2pix_unet":
-        downs = int(backbone.get("num_downs", 7))
-        return 2**downs, f"backbone.num_downs={downs}"
-    depth = int(backbone.get("encoder_depth", 5) or 5)
-    return 2**depth, f"backbone.encoder_depth={depth} of {backbone.get('encoder_name')}"
-
-
-def check_setup(cfg: DictConfig, datamodule: Any) -> None:
+def check_setup(cfg: DictConfig, datamodule: Any, model: Any) -> None:
     """Settings that would fail only once training runs, refused before it starts with the value that works.
 
     Raises:
-        ValueError: patch size not a multiple of what the network needs, a split left empty, or no validation
-            data while a metric selects checkpoints.
+        ValueError: patch size not a multiple of what the network needs (``model.size_multiple``), a split left
+            empty, or no validation data while a metric selects checkpoints.
     """
-    patch = int(cfg.data.patch_size)
-    multiple, setting = size_multiple(cfg)
+    patch, multiple = int(cfg.data.patch_size), model.size_multiple
     if patch % multiple:
-        fits = max(multiple, patch // multiple * multiple)
-        hint = f"data.patch_size={fits}"
-        if setting.startswith("backbone.num_downs") and patch & (patch - 1) == 0 and patch >= 4:
+        backbone = cfg.get("backbone") or {}
+        classic = "num_downs" in backbone
+        setting = f"backbone.num_downs={backbone.num_downs}" if classic else f"the {backbone.get('encoder_name')} encoder"
+        hint = f"data.patch_size={max(multiple, patch // multiple * multiple)}"
+        if classic and patch & (patch - 1) == 0 and patch >= 4:
             hint += f" or backbone.num_downs={patch.bit_length() - 1}"
         raise ValueError(f"data.patch_size={patch} is not a multiple of {multiple}, the size the network needs "
                          f"({setting}); use {hint}")
@@ -106,8 +97,6 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    check_setup(cfg, datamodule)  # bad settings stop here, before any file of the run is written
-    save_config(cfg, output_dir / "config_resolved.yaml")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     init_from = model_cfg.pop("init_from", None)
     loss_cfg = model_cfg.get("loss") or {}
@@ -116,6 +105,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         loss_cfg["pos_weight"] = (1 - fraction) / max(fraction, 1e-6)
         rank_zero_info(f"loss.pos_weight=auto: {fraction:.3f} of training pixels are foreground -> {loss_cfg['pos_weight']:.2f}")
     model = build(model_cfg, in_channels=datamodule.in_channels, out_channels=datamodule.out_channels)
+    check_setup(cfg, datamodule, model)  # bad settings stop here, before any file of the run is written
+    save_config(cfg, output_dir / "config_resolved.yaml")
     init_report = init_weights_from(model, init_from) if init_from else None
     if cfg.get("channels_last"):
         model.use_channels_last()

@@ -279,7 +279,7 @@ def region_split(
         for stage, fraction in (("test", test_fraction), ("val", val_fraction)):
             if fraction > 0:
                 strip, rest = _cut_end(rest, fraction * height * width, patch_size, gap)
-                out[stage].append(_sub(sample, stage, (strip[0], strip[1], strip[2], strip[3])))
+                out[stage].append(_sub(sample, stage, strip))
         if min(rest[2], rest[3]) < patch_size:
             raise ValueError(
                 f"data.split.mode=regions: {sample.source.name} ({height}x{width}) leaves a training region of "

@@ -114,6 +114,7 @@ class Pix2PixModule(StainlessModule):
         self.field_best = nn.ModuleDict({name: MaxMetric() if high else MinMetric() for name, high in field_best.items()})
         self._visual_batch: tuple | None = None
         self._field_visual: tuple | None = None
+        self._field_truth: dict = {}  # field name -> nuclei detected in its target (when it has no label image)
         self.last_field_epoch: int | None = None  # the last training epoch whose fields were scored
 
     # -- inference --------------------------------------------------------------------------------------------
@@ -281,7 +282,12 @@ class Pix2PixModule(StainlessModule):
             row = per_image_metrics(pred, target, self.lpips)[0]
             nuclei = None
             if self.nuclei_enabled:
-                true = loaded.labels if loaded.labels is not None else self.detector(loaded.target)
+                true = loaded.labels
+                if true is None:  # the targets do not change: detect their nuclei once per field
+                    name = getattr(fields.samples[i], "name", i)
+                    if name not in self._field_truth:
+                        self._field_truth[name] = self.detector(loaded.target)
+                    true = self._field_truth[name]
                 found = self.detector(pred[0].float().cpu().numpy())
                 score = score_nuclei(true, found, thresholds=(0.5,))
                 row.update(nuclei_tp=score["tp"], hallucinated=score["hallucinated"], missed=score["missed"])

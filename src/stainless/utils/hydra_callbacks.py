@@ -16,11 +16,10 @@ class CrossValidationTable(Callback):
         from stainless.compare import format_cv, write_cv_table
 
         try:
-            path = write_cv_table(config.hydra.sweep.dir)
+            summary = write_cv_table(config.hydra.sweep.dir)
         except (OSError, ValueError, KeyError) as error:  # the runs are written; a table problem must not fail the sweep
             print(f"Cross-validation table not written: {error}")
             return
-        if path is not None:
-            import pandas as pd
-
-            print(f"Cross-validation, mean +- sd over folds ({path}):\n{format_cv(pd.read_csv(path))}")
+        if summary is not None:
+            print(f"Cross-validation, mean +- sd over folds ({config.hydra.sweep.dir}/cv_results.csv):\n"
+                  f"{format_cv(summary)}")

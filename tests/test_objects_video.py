@@ -71,9 +71,14 @@ def test_measurements_of_a_disc():
     yy, xx = np.mgrid[0:50, 0:50]
     labels = (((yy - 25) ** 2 + (xx - 25) ** 2) < 15**2).astype(int)
     (row,) = measure(labels, pixel_size=0.5)
-    assert row["area"] == pytest.approx(np.pi * 15**2 * 0.25, rel=0.03)
-    assert row["equivalent_diameter"] == pytest.approx(15.0, rel=0.03)
+    assert row["area"] == pytest.approx(np.pi * 15**2, rel=0.03) and row["area"] == labels.sum()  # pixels
+    assert row["area_um2"] == pytest.approx(row["area"] * 0.25)  # beside them, µm²
+    assert row["equivalent_diameter"] == pytest.approx(30.0, rel=0.03) and row["equivalent_diameter_um"] == pytest.approx(
+        row["equivalent_diameter"] * 0.5)
+    assert row["perimeter_um"] == pytest.approx(row["perimeter"] * 0.5)
     assert 0.85 < row["circularity"] <= 1.1
+    (unknown,) = measure(labels, pixel_size=None)
+    assert unknown["area"] == row["area"] and unknown["area_um2"] is None
 
 
 def test_video_reading_from_mp4_tiff_and_folder(tmp_path):
@@ -117,4 +122,5 @@ def test_segmentation_evaluate_and_video_round_trip(cfg_train, cfg_eval, tmp_pat
         assert (vout / name).is_file(), name
     assert list(vout.glob("A_overlay.*"))
     header = (vout / "cells.csv").read_text().splitlines()[0]
-    assert header == "condition,time_s,label,y,x,area,perimeter,equivalent_diameter,circularity,cell,frame"
+    assert header == ("condition,time_s,label,y,x,area,perimeter,equivalent_diameter,circularity,cell,frame,"
+                      "area_um2,perimeter_um,equivalent_diameter_um")

@@ -132,14 +132,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, map_location or "cpu", weights_only=True if weights_only is None else weights_only)
 
 
+def _package_weights(module: torch.nn.Module, path: Path) -> dict[str, Any]:
+    """The network weights of a stainless bioimage.io package, named as in ``module``."""
+    from stainless.export.bioimageio import package_state_dict
+    from stainless.models.inference_network import network_attribute, network_kwargs
+
+    state, meta = package_state_dict(path)
+    job = network_kwargs(module)["job"]
+    if meta.get("job") != job:
+        raise CheckpointError(f"{path}: a {meta.get('job')} package cannot initialise a {job} model")
+    attribute = network_attribute(module)
+    return {f"{attribute}.{key.removeprefix('net.')}": value for key, value in state.items()}
+
+
 def init_weights_from(module: torch.nn.Module, path: str | Path) -> dict[str, Any]:
-    """Copy matching weights (same name and shape) from a checkpoint into ``module`` (fine-tuning).
+    """Copy matching weights (same name and shape) from a checkpoint, or from a bioimage.io package exported by
+    stainless (its PyTorch state-dict weights; a .zip or a folder), into ``module`` (fine-tuning).
 
     Returns:
         report with ``loaded`` count and the ``missing``, ``unexpected`` and ``shape_mismatch`` key lists.
     """
-    checkpoint = load_checkpoint(path)
-    source = checkpoint.get("state_dict", checkpoint)
+    from stainless.export.bioimageio import is_package
+
+    path = Path(path).expanduser()
+    if is_package(path):
+        source = _package_weights(module, path)
+    else:
+        checkpoint = load_checkpoint(path)
+        source = checkpoint.get("state_dict", checkpoint)
     target = module.state_dict()
     matched = {k: v for k, v in source.items() if k in target and tuple(v.shape) == tuple(target[k].shape)}
     report = {

@@ -21,7 +21,7 @@ from stainless.data.validate import validate_samples
 from stainless.evaluate_nuclei import COLUMNS as NUCLEI_COLUMNS
 from stainless.evaluate_nuclei import NucleiEvaluation, report_section, separation_maps
 from stainless.evaluate_segmentation import analyse_videos, evaluate_segmentation, report_segmentation
-from stainless.io import image_dtype, to_dtype, write_tiff
+from stainless.io import image_dtype, pixel_size_of, to_dtype, write_tiff
 from stainless.metrics.image import HIGHER_IS_BETTER, LPIPSScorer, image_maps, per_image_metrics
 from stainless.metrics.nuclei import NucleusDetector, outline_nuclei, write_labels
 from stainless.models.segmentation_module import SegmentationModule
@@ -130,12 +130,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 predict_tiled(predict, source, tile, cfg.tile_overlap, cfg.batch_size, module.size_multiple).cpu())[None]
         pred_np = pred[0].numpy()
         dtype = image_dtype(sample.source) if cfg.output_dtype == "input" else np.float32
-        write_tiff(out_dir / "predictions" / f"{sample.name}.tif", to_dtype(pred_np, dtype))
+        size = pixel_size_of(sample.source, cfg.pixel_size)  # the predictions carry the input's pixel size
+        write_tiff(out_dir / "predictions" / f"{sample.name}.tif", to_dtype(pred_np, dtype), size)
         panels: dict[str, torch.Tensor] = {"input": to_rgb(source[None]), "prediction": to_rgb(pred)}
         uncertainty = None
         if draws is not None:
             uncertainty = uncertainty_map(draws).numpy()
-            write_tiff(out_dir / "maps" / f"{sample.name}_uncertainty.tif", uncertainty.astype(np.float32))
+            write_tiff(out_dir / "maps" / f"{sample.name}_uncertainty.tif", uncertainty.astype(np.float32), size)
             panels["uncertainty"] = colorize(torch.from_numpy(uncertainty)[None, None], "cividis", 0.0, 0.2)
             iio.imwrite(out_dir / "maps" / f"{sample.name}_uncertainty.png", grid({"u": panels["uncertainty"]}, pad=0))
         target_np = loaded.target
@@ -153,19 +154,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if target_np is None:
             rows.append(row)
             if nuclei is not None:
-                nuclei.add_model_image(sample.name, pred_np, found, None, None, {}, uncertainty)
+                nuclei.add_model_image(sample.name, pred_np, found, None, None, {}, uncertainty, size)
             figures.append({"name": sample.name, "panels": panels})
             continue
         target = torch.from_numpy(target_np)[None]
         rows.append({**row, **per_image_metrics(pred, target, lpips)[0]})
         maps = image_maps(pred, target, lpips)
         for name, value in maps.items():
-            write_tiff(out_dir / "maps" / f"{sample.name}_{name}.tif", value[0, 0].numpy().astype(np.float32))
+            write_tiff(out_dir / "maps" / f"{sample.name}_{name}.tif", value[0, 0].numpy().astype(np.float32), size)
         panels = image_to_image_panels(source[None].cpu(), pred, target, maps) | {
             k: v for k, v in panels.items() if k == "uncertainty"}
         if score is not None:
             panels["nuclei"] = outline_nuclei(pred[0], true, found, score)[None]
-            nuclei.add_model_image(sample.name, pred_np, found, true, score, separation_maps(maps), uncertainty)
+            nuclei.add_model_image(sample.name, pred_np, found, true, score, separation_maps(maps), uncertainty, size)
         for name in ("abs_error", "1-ssim", "lpips", "nuclei"):
             if name in panels:
                 iio.imwrite(out_dir / "maps" / f"{sample.name}_{name}.png", grid({name: panels[name]}, pad=0))

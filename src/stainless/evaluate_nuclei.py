@@ -20,7 +20,7 @@ from stainless.metrics.objects import IOU_THRESHOLDS
 
 COLUMNS = ("n_true", "n_pred", "nuclei_tp", "hallucinated", "missed", "nuclei_precision", "nuclei_recall",
            "nuclei_f1", "count_error")
-TABLE_COLUMNS = ("image", "nucleus", "status", "y", "x", "area", "mean_intensity", "uncertainty", "risk")
+TABLE_COLUMNS = ("image", "nucleus", "status", "y", "x", "area", "area_um2", "mean_intensity", "uncertainty", "risk")
 
 
 class NucleiEvaluation:
@@ -66,9 +66,11 @@ class NucleiEvaluation:
 
     def add_model_image(
         self, name: str, prediction: np.ndarray, found: np.ndarray, true: np.ndarray | None, score: dict | None,
-        maps: dict[str, np.ndarray], uncertainty: np.ndarray | None,
+        maps: dict[str, np.ndarray], uncertainty: np.ndarray | None, pixel_size: float | None = None,
     ) -> None:
-        """Record the model's nuclei of one image: the per-nucleus table, risk, and map separation."""
+        """Record the model's nuclei of one image: the per-nucleus table (areas also in µm² when ``pixel_size`` is
+        known), risk, and map separation."""
+        start = len(self.table)
         status = {}
         if score is not None:
             status = {b: "found" for _, b in score["matched"]} | {b: "hallucinated" for b in score["hallucinated_ids"]}
@@ -84,6 +86,8 @@ class NucleiEvaluation:
                 ys, xs = np.nonzero(true == true_id)
                 self.table.append({"image": name, "nucleus": -int(true_id), "status": "missed",
                                    "y": round(float(ys.mean()), 1), "x": round(float(xs.mean()), 1), "area": len(ys)})
+        for row in self.table[start:]:
+            row["area_um2"] = row["area"] * pixel_size**2 if pixel_size else None
 
     def write_table(self, path: Path) -> None:
         with open(path, "w", newline="") as handle:

@@ -9,16 +9,17 @@ from typing import Any
 import imageio.v3 as iio
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
+from stainless import video as vid
 from stainless.data.datamodule import MicroscopyDataModule
 from stainless.data.datasets import load_sample
 from stainless.data.samples import input_samples
-from stainless.io import write_tiff
+from stainless.io import agreed_pixel_size, check_pixel_size, pixel_size_of, write_tiff
 from stainless.metrics.objects import IOU_THRESHOLDS, instances_from_mask, match_objects
 from stainless.report import SEGMENTATION_EXPLANATIONS, write_report
 from stainless.tiling import predict_tiled
-from stainless import video as vid
 from stainless.utils.logging import describe
 from stainless.visuals import to_rgb
 
@@ -64,8 +65,9 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         prob = _probability(module, loaded.source, tile, cfg, device)
         pred = prob > threshold
         pred_instances = instances_from_mask(pred, cfg.segmentation.min_size, cfg.segmentation.min_distance)
-        write_tiff(out_dir / "predictions" / f"{sample.name}_probability.tif", prob.astype(np.float32))
-        write_tiff(out_dir / "predictions" / f"{sample.name}_labels.tif", pred_instances.astype(np.uint16))
+        size = pixel_size_of(sample.source, cfg.pixel_size)
+        write_tiff(out_dir / "predictions" / f"{sample.name}_probability.tif", prob.astype(np.float32), size)
+        write_tiff(out_dir / "predictions" / f"{sample.name}_labels.tif", pred_instances.astype(np.uint16), size)
         if loaded.target is None:
             rows.append({"image": sample.name, "method": "model", "n_cells": int(pred_instances.max())})
             continue
@@ -130,11 +132,13 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path) -> 
     data_hp = checkpoint["datamodule_hyper_parameters"]
     videos = cfg.videos if not isinstance(cfg.videos, str) else {Path(cfg.videos).stem: cfg.videos}
     options = cfg.segmentation
+    pixel_size, pixel_source = video_pixel_size(cfg.pixel_size, videos)
+    rank_zero_info(f"Pixel size: {f'{pixel_size:g} µm' if pixel_size else 'unknown (sizes in pixels only)'} ({pixel_source})")
     rows, fits = [], []
     for condition, path in videos.items():
         r, f = vid.analyse_video(
             module, path, str(condition), cfg.frame_interval, out_dir, data_hp.get("normalization") or {},
-            cfg.pixel_size, module.hparams.threshold, options.min_size, options.min_distance,
+            pixel_size, module.hparams.threshold, options.min_size, options.min_distance,
             options.max_distance, options.max_gap, options.min_track_fraction, cfg.batch_size,
             options.get("overlay_video", True),
         )
@@ -147,4 +151,20 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path) -> 
     vid.write_csv(out_dir / "conditions.csv", conditions, vid.CONDITION_COLUMNS)
     vid.plot_results(out_dir, names, rows, fits)
     return {"kind": "video", "videos": {str(k): str(v) for k, v in videos.items()}, "frame_interval_s": cfg.frame_interval,
-            "pixel_size_um": cfg.pixel_size, "conditions": conditions, "n_fitted_cells": len(fits)}
+            "pixel_size_um": pixel_size, "pixel_size_source": pixel_source, "conditions": conditions,
+            "n_fitted_cells": len(fits)}
+
+
+def video_pixel_size(given: float | None, videos: dict[str, str]) -> tuple[float | None, str]:
+    """The pixel size of all videos and where it came from: ``pixel_size=`` (overrides the files), or the files'
+    OME / ImageJ metadata, which must agree across conditions.
+
+    Raises:
+        ValueError: ``pixel_size`` <= 0. ImageReadError: videos (or frames) recording different pixel sizes.
+    """
+    if given is not None:
+        return check_pixel_size(given), "pixel_size= on the command line"
+    size = agreed_pixel_size({str(path): vid.video_pixel_size(path) for path in videos.values()}, "the conditions' videos")
+    if size is None:
+        return None, "no pixel size in the videos' metadata; give pixel_size=<µm per pixel>"
+    return size, "the videos' TIFF metadata"

@@ -265,14 +265,134 @@ def normalize(
     return out.astype(np.float32, copy=False)
 
 
-def write_tiff(path: str | Path, image: np.ndarray) -> None:
-    """Write a (C, H, W) or (H, W) array as a (multi-page) TIFF, keeping its dtype."""
+def write_tiff(path: str | Path, image: np.ndarray, pixel_size: float | None = None, axes: str | None = None) -> None:
+    """Write a (C, H, W) or (H, W) array as an OME-TIFF, keeping its dtype.
+
+    Args:
+        pixel_size: µm per pixel, stored as the OME ``PhysicalSizeX/Y`` (Fiji, napari and :func:`pixel_size` read
+            it back); None: no physical size.
+        axes: the OME axes of ``image`` (default ``CYX`` for 3-D, ``YX`` for 2-D; ``TYX`` for a label stack).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image = np.asarray(image)
-    if image.ndim == 3 and image.shape[0] == 1:
+    if image.ndim == 3 and image.shape[0] == 1 and axes is None:
         image = image[0]
-    tifffile.imwrite(path, image, photometric="minisblack", compression="zlib")
+    metadata: dict = {"axes": axes or ("CYX" if image.ndim == 3 else "YX")}
+    if pixel_size:
+        metadata.update(PhysicalSizeX=float(pixel_size), PhysicalSizeXUnit="µm",
+                        PhysicalSizeY=float(pixel_size), PhysicalSizeYUnit="µm")
+    tifffile.imwrite(path, image, photometric="minisblack", compression="zlib", ome=True, metadata=metadata)
+
+
+# Length units of OME (UnitsLength) and ImageJ TIFFs, in micrometres.
+UNITS_UM = {
+    "m": 1e6, "meter": 1e6, "metre": 1e6, "cm": 1e4, "centimeter": 1e4, "mm": 1e3, "millimeter": 1e3,
+    "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
+    "\\u00b5m": 1.0, "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3, "pm": 1e-6, "å": 1e-4, "angstrom": 1e-4,
+}
+# Units that say "no physical size": the pixel size is unknown, which is not an error.
+NO_UNITS = {"", "pixel", "pixels", "px", "reference frame", "none"}
+
+
+def _in_um(value: float, unit: str, path: Path, where: str) -> float | None:
+    key = unit.strip().lower()
+    if key in NO_UNITS:
+        return None
+    if key not in UNITS_UM:
+        raise ImageReadError(f"{path}: unknown length unit {unit!r} in its {where}; give pixel_size=<µm per pixel>")
+    return float(value) * UNITS_UM[key]
+
+
+def _ome_pixel_size(tif: tifffile.TiffFile, path: Path) -> tuple[float, float] | None:
+    import xml.etree.ElementTree as ET
+
+    pixels = next((e for e in ET.fromstring(tif.ome_metadata).iter() if e.tag.endswith("}Pixels")), None)
+    if pixels is None or "PhysicalSizeX" not in pixels.attrib:
+        return None
+    sizes = [_in_um(float(pixels.attrib.get(f"PhysicalSize{a}", pixels.attrib["PhysicalSizeX"])),
+                    pixels.attrib.get(f"PhysicalSize{a}Unit", "µm"), path, "OME metadata") for a in "YX"]
+    return None if None in sizes else (sizes[0], sizes[1])
+
+
+def _imagej_pixel_size(tif: tifffile.TiffFile, path: Path) -> tuple[float, float] | None:
+    unit = (tif.imagej_metadata or {}).get("unit")
+    tags = tif.pages.first.tags
+    if unit is None or "XResolution" not in tags:
+        return None
+    sizes = []
+    for name in ("YResolution", "XResolution"):
+        numerator, denominator = (tags[name] if name in tags else tags["XResolution"]).value
+        if numerator == 0:
+            return None
+        sizes.append(_in_um(denominator / numerator, unit, path, "ImageJ metadata"))  # resolution: pixels per unit
+    return None if None in sizes else (sizes[0], sizes[1])
+
+
+def pixel_size(path: str | Path) -> float | None:
+    """µm per pixel recorded in an OME-TIFF (``PhysicalSizeX/Y`` and their units) or an ImageJ TIFF (resolution
+    and unit); None for other files or when no physical size is recorded (plain TIFF resolutions, such as 72 dpi,
+    are not microscope calibrations and are ignored).
+
+    Raises:
+        ImageReadError: an unknown unit, or pixels that are not square (x and y sizes differ by more than 0.1%).
+    """
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() not in TIFF_SUFFIXES:
+        return None
+    _check_file(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            sizes = _ome_pixel_size(tif, path) if tif.is_ome else _imagej_pixel_size(tif, path) if tif.is_imagej else None
+    except ImageReadError:
+        raise
+    except Exception as error:
+        raise ImageReadError(f"{path}: cannot read its metadata ({type(error).__name__}: {error})") from None
+    if sizes is None:
+        return None
+    if abs(sizes[0] - sizes[1]) > 1e-3 * max(sizes):
+        raise ImageReadError(f"{path}: pixels are not square ({sizes[1]:g} x {sizes[0]:g} µm); stainless measures "
+                             "with one pixel size: resample the image or give pixel_size=<µm per pixel>")
+    return sizes[1]
+
+
+def check_pixel_size(given: float | None) -> float | None:
+    """A pixel size given on the command line (µm per pixel), refused when not positive."""
+    if given is not None and not given > 0:
+        raise ValueError(f"pixel_size={given}: must be a positive number of µm per pixel")
+    return None if given is None else float(given)
+
+
+def pixel_size_of(path: str | Path, given: float | None = None) -> float | None:
+    """``given`` (the command line's ``pixel_size``, which wins) or the pixel size recorded in the file."""
+    return check_pixel_size(given) if given is not None else pixel_size(path)
+
+
+def common_pixel_size(paths: Sequence[str | Path], what: str = "these files") -> float | None:
+    """The one pixel size of several files (frames, conditions), or None when none records one.
+
+    Raises:
+        ImageReadError: see :func:`agreed_pixel_size`.
+    """
+    return agreed_pixel_size({str(p): pixel_size(p) for p in paths}, what)
+
+
+def agreed_pixel_size(sizes: dict[str, float | None], what: str) -> float | None:
+    """The pixel size that every entry of ``sizes`` (file -> µm or None) records, or None when none records one.
+
+    Raises:
+        ImageReadError: entries that record different pixel sizes, or some that record one and some not.
+    """
+    known = {p: s for p, s in sizes.items() if s is not None}
+    if not known:
+        return None
+    first_path, first = next(iter(known.items()))
+    for path, size in sizes.items():
+        if size is None or abs(size - first) > 1e-6 * first:
+            found = "none" if size is None else f"{size:g} µm"
+            raise ImageReadError(f"{path}: pixel size {found} differs from {first_path} ({first:g} µm) among {what}; "
+                                 "they are measured in one unit: give pixel_size=<µm per pixel> if they share one")
+    return first
 
 
 def to_dtype(image01: np.ndarray, dtype: np.dtype) -> np.ndarray:

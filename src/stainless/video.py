@@ -113,21 +113,49 @@ def _foreground(module, x: torch.Tensor) -> torch.Tensor:
     return probs[:, 0] if probs.shape[1] == 1 else 1 - probs[:, 0]
 
 
-def measure(labels: np.ndarray, pixel_size: float | None) -> list[dict[str, float]]:
-    """Area, perimeter, equivalent diameter and circularity of each instance (in µm when pixel_size is set)."""
-    scale = pixel_size or 1.0
+def measure(labels: np.ndarray, pixel_size: float | None) -> list[dict[str, float | None]]:
+    """Area, perimeter, equivalent diameter and circularity of each instance, in pixels and, beside them, in µm
+    (``area_um2``, ``perimeter_um``, ``equivalent_diameter_um``: None when the pixel size is unknown)."""
     rows = []
     for region in regionprops(labels):
         perimeter = region.perimeter
-        rows.append({
+        row = {
             "label": int(region.label),
             "y": float(region.centroid[0]), "x": float(region.centroid[1]),
-            "area": float(region.area) * scale**2,
-            "perimeter": float(perimeter) * scale,
-            "equivalent_diameter": float(region.equivalent_diameter_area) * scale,
+            "area": float(region.area), "perimeter": float(perimeter),
+            "equivalent_diameter": float(region.equivalent_diameter_area),
             "circularity": float(4 * np.pi * region.area / perimeter**2) if perimeter > 0 else 0.0,
-        })
+        }
+        row.update(in_um(row, pixel_size))
+        rows.append(row)
     return rows
+
+
+def in_um(row: dict[str, Any], pixel_size: float | None) -> dict[str, float | None]:
+    """The ``*_um`` / ``*_um2`` twins of a row's pixel sizes (area, perimeter, equivalent diameter, a0)."""
+    out: dict[str, float | None] = {}
+    for name, power in (("area", 2), ("perimeter", 1), ("equivalent_diameter", 1), ("a0", 2)):
+        if name in row:
+            value = row[name]
+            out[f"{name}_um{2 if power == 2 else ''}"] = (
+                float(value) * pixel_size**power if pixel_size and value is not None else None)
+    return out
+
+
+def video_pixel_size(path: str | Path) -> float | None:
+    """µm per pixel recorded in a video's files: an OME / ImageJ TIFF stack, or the frames of a folder (which must
+    agree); None for mp4/avi and files without a physical size.
+
+    Raises:
+        ImageReadError: an unknown unit, or frames of one folder with different pixel sizes.
+    """
+    from stainless.io import common_pixel_size, pixel_size
+
+    path = Path(path)
+    if path.is_dir():
+        return common_pixel_size(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                                 f"the frames of {path}")
+    return pixel_size(path) if path.is_file() else None
 
 
 def track(detections: list[list[dict]], max_distance: float = 15.0, max_gap: int = 2) -> list[list[dict]]:
@@ -236,7 +264,8 @@ def analyse_video(
         if len(series) < min_track_fraction * len(frames):
             continue  # cells seen in too few frames (entering, leaving, mis-detected) are not fitted
         fit = fit_shrinking(np.array([r["time_s"] for r in series]), np.array([r["area"] for r in series]))
-        fits.append({"condition": condition, "cell": cell, "n_frames": len(series), **fit})
+        fits.append({"condition": condition, "cell": cell, "n_frames": len(series), **fit,
+                     "a0_um2": in_um(fit, pixel_size)["a0_um2"] if np.isfinite(fit["a0"]) else None})
     return rows, fits
 
 
@@ -258,8 +287,8 @@ def summarise_conditions(conditions: list[str], fits: list[dict]) -> list[dict]:
 
 
 CELL_COLUMNS = ["condition", "time_s", "label", "y", "x", "area", "perimeter", "equivalent_diameter",
-                "circularity", "cell", "frame"]
-FIT_COLUMNS = ["condition", "cell", "n_frames", "a0", "tau", "final_fraction", "r2"]
+                "circularity", "cell", "frame", "area_um2", "perimeter_um", "equivalent_diameter_um"]
+FIT_COLUMNS = ["condition", "cell", "n_frames", "a0", "tau", "final_fraction", "r2", "a0_um2"]
 CONDITION_COLUMNS = ["condition", "n_cells", "tau_median", "tau_q25", "tau_q75", "final_fraction_median"]
 
 

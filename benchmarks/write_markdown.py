@@ -126,13 +126,28 @@ def quality_seg(r: dict) -> list[str]:
             f"| Otsu threshold + watershed | {b['iou']:.3f} | {b['object_f1']:.3f} |", ""]
 
 
+def exported(r: dict) -> list[str]:
+    lines = ["## Exported models (`export_models.py`)", "", header(r), "",
+             "The `make demo` models exported with `export.py`: the bioimage.io package checked by `bioimageio.core`'s "
+             "`test_model` (offline), ONNX and TorchScript compared with PyTorch on a real and a random input (largest "
+             "absolute difference), and CPU time of one forward pass of each format (median).", "",
+             "| model | test_model | ONNX max diff | TorchScript max diff | input | PyTorch | ONNX Runtime | TorchScript |",
+             "|---|---|---|---|---|---|---|---|"]
+    for job, m in r["models"].items():
+        t, d = m["timing"]["seconds"], m["max_abs_difference"]
+        lines.append(f"| {job} | {m['test_model']['status']} | {max(d['onnx'].values()):.1e} | "
+                     f"{max(d['torchscript'].values()):.1e} | {'x'.join(map(str, m['timing']['input']))} | "
+                     f"{t['pytorch'] * 1000:.0f} ms | {t['onnxruntime'] * 1000:.0f} ms | {t['torchscript'] * 1000:.0f} ms |")
+    return lines + [""]
+
+
 def main() -> None:
     path = ROOT / "BENCHMARKS.md"
     notes = path.read_text().split(MARKER, 1)[1] if path.is_file() and MARKER in path.read_text() else "\n"
     lines = ["# Benchmarks", "", "Figures from the last `make bench` (about 90 minutes on 2 CPU cores); every number "
              "below is read from `benchmarks/results/*.json`. Regenerate with `make bench`.", ""]
     for name, render in (("speed_training", training), ("speed_inference", inference), ("speed_video", video),
-                         ("real_data", real_data), ("quality_segmentation", quality_seg)):
+                         ("real_data", real_data), ("quality_segmentation", quality_seg), ("export", exported)):
         record = load(name)
         lines += render(record) if record else [f"## {name}", "", "_not run yet_", ""]
     path.write_text("\n".join(lines) + "\n" + MARKER + notes)

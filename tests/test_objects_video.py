@@ -118,7 +118,8 @@ def test_segmentation_evaluate_and_video_round_trip(cfg_train, cfg_eval, tmp_pat
     vsum = evaluate(cfg_eval(f"ckpt_path={ckpt}", f"videos={{A:{videos / 'UREA.tif'}}}", "frame_interval=2.0",
                              "pixel_size=0.5", run="video"))
     vout = Path(vsum["output_dir"])
-    for name in ("cells.csv", "fits.csv", "conditions.csv", "area_vs_time.png", "tau_by_condition.png"):
+    for name in ("cells.csv", "fits.csv", "conditions.csv", "area_vs_time.png", "tau_by_condition.png",
+                 "initial_area_by_condition.png"):
         assert (vout / name).is_file(), name
     assert list(vout.glob("A_overlay.*"))
     header = (vout / "cells.csv").read_text().splitlines()[0]

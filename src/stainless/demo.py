@@ -2,9 +2,9 @@
 
 Virtual labeling: train pix2pix for a few minutes, evaluate, compare with baselines. Segmentation: train the
 RBC segmenter from LabelMe annotations, score it, analyse the three condition videos and compare the
-recovered shrinking time constants with the true ones.
+recovered shrinking time constants with the true ones. Both models are exported as bioimage.io packages.
 
-Runs the real entry points (``train.py``, ``evaluate.py``) as a user would, each in its own run directory
+Runs the real entry points (``train.py``, ``evaluate.py``, ``export.py``) as a user would, each in its own run directory
 under ``outputs/demo/<time>/``.
 """
 
@@ -51,12 +51,19 @@ def _train(experiment: str, run_dir: Path) -> str:
     return summary["best_model_path"] or summary["last_model_path"]
 
 
-def virtual_labeling(base: Path) -> tuple[str, bool]:
-    """Train and evaluate pix2pix on the synthetic tissue; the comparison table and whether the model wins."""
+def _export(ckpt: str, base: Path) -> dict:
+    """The bioimage.io package of a demo model (README figures from its evaluation), checked by test_model."""
+    _run(["export.py", f"ckpt_path={ckpt}", f"hydra.run.dir={base / 'export'}", f"evaluation={base / 'evaluate'}"])
+    return json.loads((ROOT / base / "export" / "summary.json").read_text())
+
+
+def virtual_labeling(base: Path) -> tuple[str, bool, dict]:
+    """Train, evaluate and export pix2pix on the synthetic tissue; the comparison table, whether the model wins,
+    and the export summary."""
     ckpt = _train("virtual_labeling_demo", base / "train")
     _run(["evaluate.py", f"ckpt_path={ckpt}", f"hydra.run.dir={base / 'evaluate'}"])
     table, wins = comparison_table(json.loads((ROOT / base / "evaluate" / "summary.json").read_text()))
-    return table, wins
+    return table, wins, _export(ckpt, base)
 
 
 def rbc_segmentation(base: Path) -> dict:
@@ -84,19 +91,21 @@ def rbc_segmentation(base: Path) -> dict:
     for c in conditions.values():
         c["tau_error"] = abs(c["tau_recovered"] - c["tau_true"]) / c["tau_true"]
     return {"iou": frames["metrics"]["model"]["iou"]["mean"], "object_f1": frames["objects_by_iou"]["0.5"]["f1"],
-            "conditions": conditions, "runs": {k: str(ROOT / base / k) for k in ("train", "evaluate", "videos")}}
+            "conditions": conditions, "export": _export(ckpt, base),
+            "runs": {k: str(ROOT / base / k) for k in ("train", "evaluate", "videos", "export")}}
 
 
 def main() -> int:
     started = time.time()
     base = Path("outputs") / "demo" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    table, wins = virtual_labeling(base / "virtual_labeling")
+    table, wins, exported = virtual_labeling(base / "virtual_labeling")
     rbc = rbc_segmentation(base / "rbc")
     print("\n== Virtual labeling (membrane -> nuclei), synthetic test images, mean over images ==")
     print(table)
     print(f"Model beats both baselines on SSIM, PSNR, MSE and nuclei F1: {'yes' if wins else 'NO'}")
     print(f"  training run: {ROOT / base / 'virtual_labeling' / 'train'}  (checkpoints/, images/, csv/, summary.json)")
     print(f"  evaluation:   {ROOT / base / 'virtual_labeling' / 'evaluate'}  (report.html, metrics.csv, predictions/, maps/)")
+    print(f"  bioimage.io:  {exported['output']}  (test_model: {exported['test_model']['status']})")
     print("\n== RBC segmentation (trained from LabelMe polygons) and shrinking over time ==")
     print(f"Test frames: IoU {rbc['iou']:.3f}, object F1 at IoU 0.5 {rbc['object_f1']:.3f}")
     print(f"{'condition':<10}{'tau true (s)':>14}{'tau found (s)':>15}{'error':>8}{'cells':>7}")
@@ -105,6 +114,7 @@ def main() -> int:
     for kind, path in rbc["runs"].items():
         print(f"  {kind + ':':<10} {path}")
     print("  (videos: cells.csv, fits.csv, conditions.csv, area_vs_time.png, tau_by_condition.png, *_overlay.mp4)")
+    print(f"  bioimage.io package: {rbc['export']['output']}  (test_model: {rbc['export']['test_model']['status']})")
     print(f"\nDemo took {time.time() - started:.0f} s")
     return 0 if wins else 1
 

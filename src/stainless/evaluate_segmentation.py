@@ -149,7 +149,7 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path) -> 
     vid.write_csv(out_dir / "cells.csv", rows, vid.CELL_COLUMNS)
     vid.write_csv(out_dir / "fits.csv", fits, vid.FIT_COLUMNS)
     vid.write_csv(out_dir / "conditions.csv", conditions, vid.CONDITION_COLUMNS)
-    vid.plot_results(out_dir, names, rows, fits)
+    vid.plot_results(out_dir, names, rows, fits, pixel_size)
     return {"kind": "video", "videos": {str(k): str(v) for k, v in videos.items()}, "frame_interval_s": cfg.frame_interval,
             "pixel_size_um": pixel_size, "pixel_size_source": pixel_source, "conditions": conditions,
             "n_fitted_cells": len(fits)}

@@ -300,8 +300,10 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer.writerows(rows)
 
 
-def plot_results(out_dir: Path, conditions: list[str], rows: list[dict], fits: list[dict]) -> None:
-    """Area vs time per cell with the condition mean; distribution of time constants per condition."""
+def plot_results(out_dir: Path, conditions: list[str], rows: list[dict], fits: list[dict],
+                 pixel_size: float | None = None) -> None:
+    """Relative area vs time per cell with the condition mean; initial areas (µm² when the pixel size is known,
+    else px); distribution of time constants per condition."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -326,6 +328,14 @@ def plot_results(out_dir: Path, conditions: list[str], rows: list[dict], fits: l
             ax.legend()
     fig.tight_layout()
     fig.savefig(out_dir / "area_vs_time.png", dpi=100)
+    plt.close(fig)
+    unit, key = ("µm²", "a0_um2") if pixel_size else ("px", "a0")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    sizes = [[f[key] for f in fits if f["condition"] == c and f[key] is not None and np.isfinite(f[key])] for c in conditions]
+    ax.boxplot([d if d else [np.nan] for d in sizes], tick_labels=conditions)
+    ax.set(ylabel=f"initial area A0 ({unit})", title="cell size at the start (fitted A0)")
+    fig.tight_layout()
+    fig.savefig(out_dir / "initial_area_by_condition.png", dpi=100)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 4))
     data = [[f["tau"] for f in fits if f["condition"] == c and np.isfinite(f["tau"])] for c in conditions]

@@ -42,7 +42,8 @@ class MicroscopyDataModule(L.LightningDataModule):
     sub-folder layout as the training root).
 
     Args:
-        source_dir, target_dir, label_dir: folders of input images, target images and instance labels.
+        source_dir, target_dir, label_dir: folders of input images, target images and instance labels; source_dir
+            and target_dir may be lists of folders whose files of one stem are stacked as channels, in order.
         files_dir: folder of multi-channel files (instead of source_dir/target_dir).
         source_channels, target_channels: channel indices to read (None: all channels).
         channel_axis: ``"auto"`` or the channel axis in the files.
@@ -83,8 +84,8 @@ class MicroscopyDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        source_dir: str | None = None,
-        target_dir: str | None = None,
+        source_dir: str | list[str] | None = None,
+        target_dir: str | list[str] | None = None,
         label_dir: str | None = None,
         files_dir: str | None = None,
         source_channels: Sequence[int] | None = None,

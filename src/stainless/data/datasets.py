@@ -15,7 +15,32 @@ from stainless.data.labelme import rasterize_labelme, read_labelme_image
 from stainless.io import ImageReadError, normalize, read_image, read_images
 
 
-MASK_MODES = ("binary", "classes", "instances", "trimap_binary", "trimap_classes")
+MASK_MODES = ("binary", "classes", "instances", "palette", "trimap_binary", "trimap_classes")
+
+
+def mask_channel(raw: np.ndarray, path, mask_mode: str) -> np.ndarray:
+    """One (H, W) mask from a mask file read as (C, H, W): its only channel, the shared value of identical channels
+    (grey saved as RGB), or, with ``mask_mode=palette``, one id per colour (black is background).
+
+    Raises:
+        ImageReadError: a colour mask whose channels differ, unless ``mask_mode=palette``.
+    """
+    if raw.shape[0] == 1:
+        return raw[0]
+    if mask_mode == "palette":
+        colours = np.moveaxis(raw, 0, -1).reshape(-1, raw.shape[0])
+        unique, ids = np.unique(colours, axis=0, return_inverse=True)
+        background = np.flatnonzero((unique == 0).all(1))
+        ids = ids.reshape(raw.shape[1:]) + 1
+        if background.size:
+            ids[ids == background[0] + 1] = 0
+            ids[ids > background[0] + 1] -= 1
+        return ids.astype(np.float32)
+    if all(np.array_equal(raw[0], raw[c]) for c in range(1, raw.shape[0])):
+        return raw[0]
+    raise ImageReadError(f"{path}: a colour mask ({raw.shape[0]} channels that differ); masks hold one class or cell id "
+                         "per pixel: save it as a grey image, or set data.mask_mode=palette to read each colour as one "
+                         "object (black: background)")
 
 
 class LoadedSample:
@@ -82,16 +107,16 @@ def _load_field(sample, normalization, target_type, channel_axis, mask_mode, lab
         if target_type == "image":
             target = normalize(raw, **normalization)
         else:
-            values = raw[0].astype(np.int64)
             if mask_mode not in MASK_MODES:
                 raise ValueError(f"data.mask_mode: unknown {mask_mode!r}; use one of {', '.join(MASK_MODES)}")
+            values = mask_channel(raw, sample.target, mask_mode).astype(np.int64)
             if mask_mode == "trimap_binary":  # Oxford-IIIT Pet: 1 pet, 2 background, 3 border
                 target = ((values == 1) | (values == 3)).astype(np.int64)
             elif mask_mode == "trimap_classes":  # -> 0 background, 1 pet, 2 border
                 target = np.select([values == 1, values == 3], [1, 2], 0).astype(np.int64)
             else:
                 target = values if mask_mode == "classes" else (values > 0).astype(np.int64)
-            if mask_mode == "instances" and sample.labels is None:
+            if mask_mode in ("instances", "palette") and sample.labels is None:
                 labels = values
         if target.shape[-2:] != source.shape[-2:]:
             raise ImageReadError(
@@ -99,7 +124,7 @@ def _load_field(sample, normalization, target_type, channel_axis, mask_mode, lab
                 f"({source.shape[-2:]})"
             )
     if sample.labels is not None:
-        labels = read_image(sample.labels)[0].astype(np.int64)
+        labels = mask_channel(read_image(sample.labels), sample.labels, "instances").astype(np.int64)
         if labels.shape != source.shape[-2:]:
             raise ImageReadError(f"{sample.labels}: size {labels.shape} differs from its input {sample.source}")
     return LoadedSample(source, target, labels)

@@ -58,38 +58,66 @@ def _unmatched(names: Sequence[str]) -> str:
     return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
+def _folders(value: str | Path | Sequence[str | Path]) -> list[Path]:
+    return [Path(value)] if isinstance(value, (str, Path)) else [Path(v) for v in value]
+
+
+def _stacked_by_stem(folders: Sequence[Path], role: str) -> dict[str, tuple[Path, ...]]:
+    """Files of several folders matched by stem, stacked as channels of one image (in the order of the folders)."""
+    maps = [_by_stem(folder) for folder in folders]
+    for folder, files in zip(folders[1:], maps[1:]):
+        if missing := sorted(set(maps[0]) - set(files)):
+            raise ImageReadError(f"{folder}: no file for {_unmatched(missing)} of {folders[0]} (stacked as channels of "
+                                 f"one {role}); this folder holds {_unmatched(sorted(files))}")
+        if extra := sorted(set(files) - set(maps[0])):
+            raise ImageReadError(f"{folders[0]}: no file for {_unmatched(extra)} of {folder} (stacked as channels of "
+                                 f"one {role}); this folder holds {_unmatched(sorted(maps[0]))}")
+    return {stem: tuple(files[stem] for files in maps) for stem in maps[0]}
+
+
 def paired_folder_samples(
-    source_dir: str | Path,
-    target_dir: str | Path | None,
+    source_dir: str | Path | Sequence[str | Path],
+    target_dir: str | Path | Sequence[str | Path] | None,
     label_dir: str | Path | None = None,
     source_channels: Sequence[int] | None = None,
     target_channels: Sequence[int] | None = None,
 ) -> list[Sample]:
     """Samples from a source folder and a target folder whose files match by stem.
 
+    ``source_dir`` (and ``target_dir``) may be a list of folders: the files of one stem in those folders are
+    stacked as the channels of one image, in the order of the folders (e.g. three focal planes as three input
+    channels, or DAPI and MAP2 as two target channels).
+
     Raises:
-        ImageReadError: a folder is missing or empty, or a file has no partner (all are named).
+        ImageReadError: a folder is missing or empty, or a file has no partner (named, with what was found).
     """
-    sources = _by_stem(source_dir)
-    targets = _by_stem(target_dir) if target_dir is not None else {}
-    if target_dir is not None:
+    source_folders = _folders(source_dir)
+    target_folders = _folders(target_dir) if target_dir is not None else []
+    sources = _stacked_by_stem(source_folders, "input")
+    targets = _stacked_by_stem(target_folders, "target") if target_folders else {}
+    if target_folders:
         if missing := sorted(set(sources) - set(targets)):
-            raise ImageReadError(f"{target_dir}: no target for source(s) {_unmatched(missing)} of {source_dir}")
+            raise ImageReadError(f"{target_folders[0]}: no target for source(s) {_unmatched(missing)} of "
+                                 f"{source_folders[0]}; the targets found are {_unmatched(sorted(targets))}")
         if extra := sorted(set(targets) - set(sources)):
-            raise ImageReadError(f"{source_dir}: no source for target(s) {_unmatched(extra)} of {target_dir}")
+            raise ImageReadError(f"{source_folders[0]}: no source for target(s) {_unmatched(extra)} of "
+                                 f"{target_folders[0]}; the sources found are {_unmatched(sorted(sources))}")
     labels = _by_stem(label_dir) if label_dir is not None else {}
     if label_dir is not None and (missing := sorted(set(sources) - set(labels))):
-        raise ImageReadError(f"{label_dir}: no label image for {_unmatched(missing)}")
+        raise ImageReadError(f"{label_dir}: no label image for {_unmatched(missing)}; the label images found are "
+                             f"{_unmatched(sorted(labels))}")
     return [
         Sample(
             name=stem,
-            source=path,
-            target=targets.get(stem),
+            source=files[0],
+            extra_sources=files[1:],
+            target=targets[stem][0] if stem in targets else None,
+            extra_targets=targets[stem][1:] if stem in targets else (),
             labels=labels.get(stem),
             source_channels=tuple(source_channels) if source_channels is not None else None,
             target_channels=tuple(target_channels) if target_channels is not None else None,
         )
-        for stem, path in sorted(sources.items())
+        for stem, files in sorted(sources.items())
     ]
 
 
@@ -204,14 +232,27 @@ def labelme_samples(folder: str | Path) -> list[Sample]:
 
 
 def input_samples(
-    source: str | Path, target: str | Path | None = None,
+    source: str | Path | Sequence[str | Path], target: str | Path | Sequence[str | Path] | None = None,
     source_channels: Sequence[int] | None = None, target_channels: Sequence[int] | None = None,
 ) -> list[Sample]:
-    """Samples for evaluation on new data: a file or a folder of inputs, with optional targets by stem.
+    """Samples for evaluation on new data: a file or a folder of inputs, with optional targets by stem; or a list
+    of folders (or of files) whose files are stacked as channels, as ``data.source_dir`` lists are in training.
 
     Raises:
         ImageReadError: missing input or target, or an unsupported file.
     """
+    if not isinstance(source, (str, Path)):
+        paths = [Path(p) for p in source]
+        if all(p.is_dir() for p in paths):
+            return paired_folder_samples(paths, target, None, source_channels, target_channels)
+        for path in paths:
+            if not path.is_file():
+                raise ImageReadError(f"{path}: input file or folder does not exist")
+        targets = [Path(t) for t in ([target] if isinstance(target, (str, Path)) else target or [])]
+        return [Sample(paths[0].stem, paths[0], targets[0] if targets else None, None,
+                       tuple(source_channels) if source_channels is not None else None,
+                       tuple(target_channels) if target_channels is not None else None,
+                       extra_sources=tuple(paths[1:]), extra_targets=tuple(targets[1:]))]
     source, target = Path(source), Path(target) if target else None
     if source.is_dir():
         return paired_folder_samples(source, target, None, source_channels, target_channels)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
 
-from stainless.data.datasets import MASK_MODES, load_sample
+from stainless.data.datasets import MASK_MODES, load_sample, mask_channel
 from stainless.data.samples import Sample
 from stainless.io import ImageReadError, images_info, read_images
 
@@ -23,9 +23,30 @@ ON_ERROR = ("stop", "skip")
 TRIMAP_VALUES = (1, 2, 3)  # Oxford-IIIT Pet: pet, background, border
 
 
+def mask_problem(values: np.ndarray) -> str | None:
+    """Why ``values`` (H, W) cannot be a mask of class or cell ids, or None when it can.
+
+    A mask holds whole numbers and is piecewise constant: inside an object every pixel has the object's id, so most
+    neighbouring pixels are equal. An intensity image (a fluorescence target given where a mask belongs) has
+    fractional values, or many distinct values that change from pixel to pixel.
+    """
+    if np.issubdtype(values.dtype, np.floating) and not np.array_equal(values, np.round(values)):
+        return "has fractional values: an intensity image, not a mask of class or cell ids"
+    distinct = np.unique(values).size
+    if distinct <= 2 or values.shape[-1] < 2:
+        return None
+    equal = float((values[:, 1:] == values[:, :-1]).mean())
+    if equal < 0.5:
+        return (f"has {distinct} distinct values and only {equal:.0%} of neighbouring pixels equal: an intensity "
+                "image, not a mask of class or cell ids")
+    return None
+
+
 def _mask_values(path, values: np.ndarray, mask_mode: str, classes: int | None) -> None:
     if (values < 0).any():
         raise ImageReadError(f"{path}: mask has negative values ({int(values.min())})")
+    if problem := mask_problem(values):
+        raise ImageReadError(f"{path}: this mask {problem} (masks: 0 background, then class or cell ids)")
     if mask_mode == "classes":
         allowed = max(classes or 1, 2)  # binary models (classes null or 1) take 0 and 1
         if values.max() >= allowed:
@@ -38,13 +59,17 @@ def _mask_values(path, values: np.ndarray, mask_mode: str, classes: int | None) 
         raise ImageReadError(f"{path}: trimap values {bad} are not 1 (pet), 2 (background) or 3 (border)")
 
 
-def check_sample(sample: Sample, options: Mapping[str, Any], level: str = "headers") -> None:
+def check_sample(sample: Sample, options: Mapping[str, Any], level: str = "headers") -> tuple[int, int | None]:
     """Raise :class:`ImageReadError` (file and reason) for the first problem of one sample.
 
     Args:
         options: the DataModule's settings (``patch_size``, ``channel_axis``, ``target_type``, ``mask_mode``,
             ``mask_classes``, ``label_map``, ``normalization``).
+
+    Returns:
+        the number of input channels and of target image channels (None for masks and samples without target).
     """
+    target_channels = None
     patch = options.get("patch_size")
     axis = options.get("channel_axis", "auto")
     mask_mode = options.get("mask_mode", "binary")
@@ -53,12 +78,14 @@ def check_sample(sample: Sample, options: Mapping[str, Any], level: str = "heade
     if sample.source.suffix.lower() == ".json" or level == "full":
         loaded = load_sample(sample, options.get("normalization") or {}, options.get("target_type", "image"), axis,
                              mask_mode, options.get("label_map"))
-        size = loaded.source.shape[-2:]
+        size, source_channels = loaded.source.shape[-2:], loaded.source.shape[0]
+        if loaded.target is not None and loaded.target.ndim == 3:
+            target_channels = loaded.target.shape[0]
         if loaded.target is not None and loaded.target.ndim == 2 and sample.source.suffix.lower() == ".json":
             _mask_values(sample.source, loaded.target, "classes", options.get("mask_classes") or _labelme_classes(options))
     else:
         source_shape, source_dtype = images_info(sample.source_files, sample.source_channels, axis)
-        size = source_shape[-2:]
+        size, source_channels = source_shape[-2:], source_shape[0]
         floats = [(sample.source_files, sample.source_channels)] if np.issubdtype(source_dtype, np.floating) else []
         for files, channels in ((sample.target_files, sample.target_channels), ((sample.labels,) if sample.labels else (), None)):
             if not files:
@@ -66,13 +93,21 @@ def check_sample(sample: Sample, options: Mapping[str, Any], level: str = "heade
             shape, dtype = images_info(files, channels, axis)
             if shape[-2:] != size:
                 raise ImageReadError(f"{files[0]}: size {shape[-2:]} differs from its input {sample.source} ({size})")
+            if files == sample.target_files and options.get("target_type", "image") == "image":
+                target_channels = shape[0]
             if files == sample.target_files and np.issubdtype(dtype, np.floating):
                 floats.append((files, channels))
         for files, channels in floats:
             read_images(files, channels, axis)  # decodes: finds NaN/Inf pixels
     if sample.target is not None and options.get("target_type") == "mask" and sample.source.suffix.lower() != ".json":
-        _mask_values(sample.target, read_images(sample.target_files, sample.target_channels, axis)[0], mask_mode,
-                     options.get("mask_classes"))
+        raw = read_images(sample.target_files, sample.target_channels, axis)
+        values = mask_channel(raw, sample.target, mask_mode)
+        if mask_mode != "palette":
+            _mask_values(sample.target, values, mask_mode, options.get("mask_classes"))
+    if sample.labels is not None:
+        labels = mask_channel(read_images(sample.labels), sample.labels, "instances")
+        if problem := mask_problem(labels):
+            raise ImageReadError(f"{sample.labels}: this label image {problem} (labels: 0 background, then cell ids)")
     decoded = sample.source.suffix.lower() == ".json" or level == "full"  # load_sample has cut the region already
     if sample.region is not None and not decoded:  # a region of the field (split.mode=regions, cross-validation)
         top, left, height, width = sample.region
@@ -83,6 +118,21 @@ def check_sample(sample: Sample, options: Mapping[str, Any], level: str = "heade
         what = f"region {sample.name} of {size[0]}x{size[1]} pixels" if sample.region else f"image of {size[0]}x{size[1]} pixels"
         raise ImageReadError(f"{sample.source}: {what} is smaller than data.patch_size={patch}; lower data.patch_size "
                              f"to at most {min(size)} (a multiple of what the network needs)")
+    return source_channels, target_channels
+
+
+def _check_channels(sample: Sample, counts: tuple[int, int | None], first: dict[str, tuple[Sample, int]]) -> None:
+    """Every input (and every target image) of a run has the same number of channels as the first one."""
+    for role, count, setting in (("input", counts[0], "data.source_channels"), ("target", counts[1], "data.target_channels")):
+        if count is None:
+            continue
+        reference, expected = first.setdefault(role, (sample, count))
+        if count != expected:
+            path = sample.source if role == "input" else sample.target
+            other = reference.source if role == "input" else reference.target
+            raise ImageReadError(
+                f"{path}: {count} {role} channel(s), but {other} has {expected}; every {role} needs the same channels: "
+                f"choose them with {setting}=[...] (e.g. [0]) or convert the odd files")
 
 
 def _labelme_classes(options: Mapping[str, Any]) -> int:
@@ -108,13 +158,14 @@ def validate_samples(
     if level == "none":
         return samples
     kept: dict[str, list[Sample]] = {}
+    first: dict[str, tuple[Sample, int]] = {}  # role -> the first sample and its channel count
     skipped = 0
     total = sum(len(v) for v in samples.values())
     for stage, stage_samples in samples.items():
         kept[stage] = []
         for sample in stage_samples:
             try:
-                check_sample(sample, options, level)
+                _check_channels(sample, check_sample(sample, options, level), first)
             except ImageReadError as problem:
                 if on_error == "stop":
                     raise ImageReadError(f"{problem} (data.on_error=skip would leave this sample out)") from None

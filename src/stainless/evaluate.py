@@ -21,14 +21,14 @@ from stainless.data.validate import validate_samples
 from stainless.evaluate_nuclei import COLUMNS as NUCLEI_COLUMNS
 from stainless.evaluate_nuclei import NucleiEvaluation, report_section, separation_maps
 from stainless.evaluate_segmentation import analyse_videos, evaluate_segmentation, report_segmentation
-from stainless.io import image_dtype, pixel_size_of, to_dtype, write_tiff
+from stainless.io import ImageReadError, image_dtype, images_info, pixel_size_of, to_dtype, write_tiff
 from stainless.metrics.image import HIGHER_IS_BETTER, LPIPSScorer, image_maps, per_image_metrics
 from stainless.metrics.nuclei import NucleusDetector, outline_nuclei, write_labels
 from stainless.models.segmentation_module import SegmentationModule
-from stainless.report import write_report
+from stainless.report import verdict, write_report
 from stainless.tiling import predict_tiled
-from stainless.uncertainty import sample_predictions, uncertainty_map
-from stainless.utils.config import check_types, ensure_new_run_dir
+from stainless.uncertainty import sample_predictions, spread_map, uncertainty_map
+from stainless.utils.config import check_types, ensure_new_run_dir, to_plain
 from stainless.utils.logging import describe, save_config, write_json
 from stainless.utils.secrets import redact_files
 from stainless.visuals import colorize, grid, image_to_image_panels, to_rgb
@@ -53,19 +53,59 @@ def _train_target_mean(datamodule: MicroscopyDataModule, samples: dict[str, list
     return np.mean(means, axis=0) if means else None
 
 
+def data_options(cfg: DictConfig, data_hp: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's data settings with evaluate.py's own channel selection (``source_channels``,
+    ``target_channels``, ``channel_axis``) applied."""
+    options = dict(data_hp)
+    for key in ("source_channels", "target_channels", "channel_axis"):
+        if cfg.get(key) is not None:
+            options[key] = to_plain(cfg[key])
+    return options
+
+
+def new_input_samples(cfg: DictConfig, options: dict[str, Any], module) -> list[Sample]:
+    """The samples of ``input=`` (and ``target=``), every file checked before the first prediction (tiling serves
+    images of any size: no patch check), with as many input channels as the checkpoint's model takes.
+
+    Raises:
+        ImageReadError: a bad file, inputs with different channel counts, or a count the model does not take.
+    """
+    samples = input_samples(to_plain(cfg.input), to_plain(cfg.target), options.get("source_channels"),
+                            options.get("target_channels"))
+    samples = validate_samples({"input": samples}, {**options, "patch_size": None})["input"]
+    expected = int(module.hparams.in_channels)
+    for sample in samples[:1]:  # the validation pass made every input agree with the first
+        if sample.source.suffix.lower() == ".json":
+            continue
+        found = images_info(sample.source_files, sample.source_channels, options.get("channel_axis", "auto"))[0][0]
+        if found != expected:
+            chosen = f" (source_channels={list(sample.source_channels)})" if sample.source_channels else ""
+            raise ImageReadError(
+                f"{sample.source}: {found} input channel(s){chosen}, but the checkpoint's model takes {expected}; "
+                f"choose them with source_channels=[...] (e.g. source_channels=[0]) or check that input= and "
+                "ckpt_path= belong together")
+    return samples
+
+
 def _evaluate_segmenter(cfg, module, checkpoint, out_dir: Path, device, started: float) -> dict[str, Any]:
     if cfg.videos:
         summary = analyse_videos(cfg, module, checkpoint, out_dir)
         report = None
     else:
-        summary = evaluate_segmentation(cfg, module, checkpoint, out_dir, device)
+        samples = new_input_samples(cfg, checkpoint["datamodule_hyper_parameters"], module) if cfg.input else None
+        summary = evaluate_segmentation(cfg, module, checkpoint, out_dir, device, samples)
         summary["checkpoint"] = str(Path(cfg.ckpt_path).resolve())
         summary["input"] = str(cfg.input) if cfg.input else f"{cfg.stage} split of the checkpoint's data"
-        report = report_segmentation(out_dir, summary, cfg)
+        judged = verdict(summary["metrics"])
+        summary["verdict"] = {k: judged[k] for k in ("line", "losses", "beats_all")}
+        report = report_segmentation(out_dir, summary, cfg, [verdict_section(judged)])
     summary.update(checkpoint=str(Path(cfg.ckpt_path).resolve()), output_dir=str(out_dir),
                    duration_s=round(time.time() - started, 1))
     write_json(out_dir / "summary.json", summary)
-    rank_zero_info(f"Evaluation written to {out_dir}" + (f" (report: {report.name})" if report else ""))
+    if report is not None:
+        print_outcome(judged, out_dir, report)
+    else:
+        rank_zero_info(f"Evaluation written to {out_dir}")
     return summary
 
 
@@ -91,15 +131,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_hp = checkpoint.get("datamodule_hyper_parameters")
     if not data_hp:
         raise CheckpointError(f"{cfg.ckpt_path}: holds no data settings (was it written by stainless train?)")
+    data_hp = data_options(cfg, data_hp)
     if isinstance(module, SegmentationModule):
-        return _evaluate_segmenter(cfg, module, checkpoint, out_dir, device, started)
+        return _evaluate_segmenter(cfg, module, {**checkpoint, "datamodule_hyper_parameters": data_hp}, out_dir, device,
+                                   started)
     if cfg.videos:
         raise ValueError("videos=...: video analysis needs a segmentation checkpoint")
     datamodule = MicroscopyDataModule(**data_hp)
     if cfg.input:
-        samples = input_samples(cfg.input, cfg.target, data_hp.get("source_channels"), data_hp.get("target_channels"))
-        # every file checked before the first prediction (tiling serves images of any size: no patch check)
-        samples = validate_samples({"input": samples}, {**data_hp, "patch_size": None})["input"]
+        samples = new_input_samples(cfg, data_hp, module)
         split: dict[str, list[Sample]] = {}
     else:
         datamodule.prepare_data()
@@ -133,11 +173,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         size = pixel_size_of(sample.source, cfg.pixel_size)  # the predictions carry the input's pixel size
         write_tiff(out_dir / "predictions" / f"{sample.name}.tif", to_dtype(pred_np, dtype), size)
         panels: dict[str, torch.Tensor] = {"input": to_rgb(source[None]), "prediction": to_rgb(pred)}
-        uncertainty = None
+        uncertainty = spread = None
         if draws is not None:
-            uncertainty = uncertainty_map(draws).numpy()
+            uncertainty, spread = uncertainty_map(draws).numpy(), spread_map(draws).numpy()
             write_tiff(out_dir / "maps" / f"{sample.name}_uncertainty.tif", uncertainty.astype(np.float32), size)
-            panels["uncertainty"] = colorize(torch.from_numpy(uncertainty)[None, None], "cividis", 0.0, 0.2)
+            panels["uncertainty"] = colorize(torch.from_numpy(uncertainty)[None, None], "cividis", 0.0, 0.5)
             iio.imwrite(out_dir / "maps" / f"{sample.name}_uncertainty.png", grid({"u": panels["uncertainty"]}, pad=0))
         target_np = loaded.target
         true = nuclei.truth(target_np, loaded.labels) if nuclei is not None else None
@@ -154,7 +194,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if target_np is None:
             rows.append(row)
             if nuclei is not None:
-                nuclei.add_model_image(sample.name, pred_np, found, None, None, {}, uncertainty, size)
+                nuclei.add_model_image(sample.name, pred_np, found, None, None, {}, uncertainty, size, spread)
             figures.append({"name": sample.name, "panels": panels})
             continue
         target = torch.from_numpy(target_np)[None]
@@ -166,7 +206,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             k: v for k, v in panels.items() if k == "uncertainty"}
         if score is not None:
             panels["nuclei"] = outline_nuclei(pred[0], true, found, score)[None]
-            nuclei.add_model_image(sample.name, pred_np, found, true, score, separation_maps(maps), uncertainty, size)
+            nuclei.add_model_image(sample.name, pred_np, found, true, score, separation_maps(maps), uncertainty, size,
+                                       spread)
         for name in ("abs_error", "1-ssim", "lpips", "nuclei"):
             if name in panels:
                 iio.imwrite(out_dir / "maps" / f"{sample.name}_{name}.png", grid({name: panels[name]}, pad=0))
@@ -204,9 +245,24 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if nuclei is not None:
         nuclei.write_table(out_dir / "nuclei.csv")
         summary["nuclei"] = nuclei.summary()
+    judged = verdict(summary["metrics"])
+    summary["verdict"] = {k: judged[k] for k in ("line", "losses", "beats_all")}
     summary["duration_s"] = round(time.time() - started, 1)
     write_json(out_dir / "summary.json", summary)
-    sections = [report_section(summary)] if "nuclei" in summary else []
+    sections = [verdict_section(judged)] + ([report_section(summary)] if "nuclei" in summary else [])
     report = write_report(out_dir, summary, rows, figures[: cfg.max_report_images], cfg.report, sections=sections)
-    rank_zero_info(f"Evaluation written to {out_dir} (report: {report.name})")
+    print_outcome(judged, out_dir, report)
     return summary
+
+
+def verdict_section(judged: dict[str, Any]) -> tuple[str, list[str]]:
+    """The report's account of model against baselines, in words."""
+    return "Model against baselines", [judged["line"], *judged["losses"],
+                                       "Means over images; a difference smaller than the spread over images "
+                                       "(± sd in the table) is not conclusive."]
+
+
+def print_outcome(judged: dict[str, Any], out_dir: Path, report: Path | None) -> None:
+    """The console's summary of an evaluation: the score table, the verdict, and where the files are."""
+    rank_zero_info("\n".join(["", *judged["table"], judged["line"]]))
+    rank_zero_info(f"Evaluation written to {out_dir}" + (f" (report: {report.name})" if report else ""))

@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 from stainless import video as vid
 from stainless.data.datamodule import MicroscopyDataModule
 from stainless.data.datasets import load_sample
-from stainless.data.samples import input_samples
 from stainless.io import agreed_pixel_size, check_pixel_size, pixel_size_of, write_tiff
 from stainless.metrics.objects import IOU_THRESHOLDS, instances_from_mask, match_objects
 from stainless.report import SEGMENTATION_EXPLANATIONS, write_report
@@ -44,13 +43,13 @@ def _overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> torch.Te
     return rgb[None]
 
 
-def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Path, device) -> dict[str, Any]:
-    """Score a segmentation model on images (test split or ``input``) and write files; see ``evaluate``."""
+def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Path, device,
+                          samples: list | None = None) -> dict[str, Any]:
+    """Score a segmentation model on ``samples`` (checked ``input=`` images) or the checkpoint's ``cfg.stage`` split,
+    and write files; see ``evaluate``."""
     data_hp = checkpoint["datamodule_hyper_parameters"]
     datamodule = MicroscopyDataModule(**data_hp)
-    if cfg.input:
-        samples = input_samples(cfg.input, cfg.target, data_hp.get("source_channels"))
-    else:
+    if samples is None:
         datamodule.prepare_data()
         samples = datamodule.find_samples()[cfg.stage]
     threshold = module.hparams.threshold
@@ -72,19 +71,14 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
             rows.append({"image": sample.name, "method": "model", "n_cells": int(pred_instances.max())})
             continue
         truth = loaded.target > 0
-        true_instances = loaded.labels if loaded.labels is not None else instances_from_mask(truth, 1, 1)
-        inter, union = (pred & truth).sum(), (pred | truth).sum()
-        tp, fp, fn = inter, (pred & ~truth).sum(), (~pred & truth).sum()
-        matched = match_objects(true_instances, pred_instances)
-        at50 = matched["by_threshold"][0.5]
-        rows.append({
-            "image": sample.name, "method": "model",
-            "iou": inter / union if union else 1.0, "dice": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
-            "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / (tp + fn) if tp + fn else 1.0,
-            "object_f1": at50["f1"], "object_precision": at50["precision"], "object_recall": at50["recall"],
-            "n_true": matched["n_true"], "n_pred": matched["n_pred"],
-            "missed": len(matched["missed"]), "spurious": len(matched["spurious"]),
-        })
+        true_instances = true_objects(truth, loaded.labels)
+        row, matched = score_masks(pred, pred_instances, truth, true_instances)
+        rows.append({"image": sample.name, "method": "model", **row})
+        if cfg.baselines:
+            for method, mask in baseline_masks(loaded.source).items():
+                baseline_instances = instances_from_mask(mask, cfg.segmentation.min_size, cfg.segmentation.min_distance)
+                rows.append({"image": sample.name, "method": method,
+                             **score_masks(mask, baseline_instances, truth, true_instances)[0]})
         for t in SWEEP:
             p = prob > t
             sweep[t][0] += int((p & truth).sum())
@@ -104,7 +98,10 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         writer.writeheader()
         writer.writerows(rows)
     names = ("iou", "dice", "precision", "recall", "object_f1", "missed", "spurious")
-    stats = {n: describe([r[n] for r in rows if n in r]) for n in names if any(n in r for r in rows)}
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    stats = {m: {n: describe([r[n] for r in rows if r["method"] == m and n in r]) for n in names
+                 if any(n in r for r in rows if r["method"] == m)} for m in methods}
+    stats = {m: v for m, v in stats.items() if v}
     objects = {}
     for t, c in objects_total.items():
         denom = 2 * c["tp"] + c["fp"] + c["fn"]
@@ -114,17 +111,56 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         "kind": "segmentation",
         "n_images": len(samples),
         "threshold": threshold,
-        "metrics": {"model": stats} if stats else {},
+        "metrics": stats,
+        "baselines": "Otsu threshold of the input (the minority side is foreground) and the all-foreground mask, "
+                     "split into cells like the model's mask" if cfg.baselines else "none",
         "objects_by_iou": objects,
         "iou_by_threshold": {str(t): (i / u if u else None) for t, (i, u) in sweep.items()},
         "_rows": rows, "_figures": figures,
     }
 
 
-def report_segmentation(out_dir: Path, summary: dict, cfg: DictConfig) -> Path:
+def true_objects(truth: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    """The true cells: the instance labels (LabelMe polygons, label images, instance masks) when there are any,
+    else the connected components of the binary mask. Never a watershed: a split truth would make every score
+    against it meaningless (one drawn cell counted as several)."""
+    from skimage.measure import label
+
+    return labels if labels is not None else label(truth, connectivity=1)
+
+
+def score_masks(pred: np.ndarray, pred_instances: np.ndarray, truth: np.ndarray,
+                true_instances: np.ndarray) -> tuple[dict[str, Any], dict]:
+    """Pixel scores (IoU, Dice, precision, recall) of a binary mask and object scores (one-to-one matching at IoU
+    0.5) of its cells against the truth; also the full matching."""
+    inter, union = (pred & truth).sum(), (pred | truth).sum()
+    tp, fp, fn = inter, (pred & ~truth).sum(), (~pred & truth).sum()
+    matched = match_objects(true_instances, pred_instances)
+    at50 = matched["by_threshold"][0.5]
+    return {
+        "iou": inter / union if union else 1.0, "dice": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
+        "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / (tp + fn) if tp + fn else 1.0,
+        "object_f1": at50["f1"], "object_precision": at50["precision"], "object_recall": at50["recall"],
+        "n_true": matched["n_true"], "n_pred": matched["n_pred"],
+        "missed": len(matched["missed"]), "spurious": len(matched["spurious"]),
+    }, matched
+
+
+def baseline_masks(image: np.ndarray) -> dict[str, np.ndarray]:
+    """What a segmenter must beat: Otsu's threshold of the (channel-averaged) input, the side covering less of the
+    image taken as foreground (cells may be brighter or darker than the background), and everything foreground."""
+    from skimage.filters import threshold_otsu
+
+    grey = image.mean(0) if image.ndim == 3 else image
+    above = grey > threshold_otsu(grey) if np.ptp(grey) > 0 else np.zeros(grey.shape, bool)
+    otsu = above if above.mean() <= 0.5 else ~above
+    return {"baseline_otsu": otsu, "baseline_all_foreground": np.ones(grey.shape, bool)}
+
+
+def report_segmentation(out_dir: Path, summary: dict, cfg: DictConfig, sections: list | None = None) -> Path:
     rows, figures = summary.pop("_rows"), summary.pop("_figures")
     return write_report(out_dir, summary, rows, figures[: cfg.max_report_images], cfg.report,
-                        SEGMENTATION_EXPLANATIONS, NOTES)
+                        SEGMENTATION_EXPLANATIONS, NOTES, sections)
 
 
 def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path) -> dict[str, Any]:

@@ -51,6 +51,50 @@ SEGMENTATION_EXPLANATIONS = {
 }
 
 
+# What a verdict weighs: the scores that say "better" without a trade-off (precision and recall trade off against
+# each other, and the all-foreground baseline wins recall by construction).
+VERDICT_METRICS = ("ssim", "psnr", "mse", "mae", "pearson", "lpips", "nuclei_f1", "iou", "dice", "object_f1")
+LOWER_IS_BETTER = ("mse", "mae", "lpips")
+
+
+def verdict(metrics: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Model against every baseline on each compared score (means over images).
+
+    Returns:
+        ``table`` (console lines: method x score, mean ± sd), ``line`` (one-sentence verdict), ``losses`` (one
+        sentence per score where a baseline does better) and ``beats_all``.
+    """
+    model = metrics.get("model", {})
+    names = [n for n in VERDICT_METRICS if n in model]
+    width = max([len(m) for m in metrics] + [6])
+    table = [f"{'method':<{width}}" + "".join(f"{n:>18}" for n in names)]
+    for method, stats in metrics.items():
+        table.append(f"{method:<{width}}" + "".join(
+            f"{stats[n]['mean']:>10.4g} ± {stats[n]['std']:<5.2g}" if n in stats else f"{'':>18}" for n in names))
+    losses = []
+    for method, stats in metrics.items():
+        if method == "model":
+            continue
+        for n in names:
+            if n not in stats:
+                continue
+            ours, theirs = model[n]["mean"], stats[n]["mean"]
+            worse = ours > theirs if n in LOWER_IS_BETTER else ours < theirs
+            if worse:
+                losses.append(f"The model loses to {method} on {n}: {ours:.4g} against {theirs:.4g} "
+                              f"({'lower' if n in LOWER_IS_BETTER else 'higher'} is better).")
+    baselines = [m for m in metrics if m != "model"]
+    if not baselines or not names:
+        line = "Verdict: no baseline to compare with (baselines=false, or no targets)."
+    elif not losses:
+        line = f"Verdict: the model beats {', '.join(baselines)} on every compared score ({', '.join(names)})."
+    else:
+        lost = sorted({sentence.split(" on ")[1].split(":")[0] for sentence in losses})
+        line = (f"Verdict: the model does NOT beat every baseline: it loses on {', '.join(lost)} "
+                f"({len(losses)} of {len(baselines) * len(names)} comparisons); see the report.")
+    return {"table": table, "line": line, "losses": losses, "beats_all": bool(baselines and names and not losses)}
+
+
 def _table(summary: dict[str, Any], explanations: dict[str, str]) -> tuple[list[str], list[list[str]]]:
     methods = summary["metrics"]
     names = [m for m in explanations if any(m in v for v in methods.values())]

@@ -25,7 +25,7 @@ test: $(STAMP)
 
 # Speed and quality benchmarks (about 90 minutes on 2 CPU cores, most of it real_data); results in benchmarks/results/*.json.
 bench: $(STAMP)
-	cd benchmarks && for script in speed_training speed_inference speed_video real_data quality_segmentation export_models; do \
+	cd benchmarks && for script in speed_training speed_inference speed_video real_data uncertainty_isl quality_segmentation export_models; do \
 		HF_HUB_OFFLINE=1 WANDB_MODE=offline ../$(PY) $$script.py || exit 1; done; ../$(PY) write_markdown.py
 
 clean:

@@ -76,7 +76,8 @@ def budget(minutes: float) -> str:
     return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def train_and_evaluate(overrides: list[str], root: Path, tag: str, minutes: float, quick: bool) -> tuple[dict, dict]:
+def train_and_evaluate(overrides: list[str], root: Path, tag: str, minutes: float, quick: bool,
+                       evaluate_with: tuple[str, ...] = ("uncertainty.method=none",)) -> tuple[dict, dict]:
     run_dir, eval_dir = root / f"{tag}_train", root / f"{tag}_eval"
     limit = ["trainer.max_epochs=2", "data.samples_per_epoch=16"] if quick else ["trainer.max_epochs=100000"]
     started = time.time()
@@ -86,7 +87,7 @@ def train_and_evaluate(overrides: list[str], root: Path, tag: str, minutes: floa
     summary = json.loads((run_dir / "summary.json").read_text())
     summary["wall_s"] = round(time.time() - started, 1)
     run([str(ROOT / "evaluate.py"), f"ckpt_path={summary['best_model_path'] or summary['last_model_path']}",
-         f"hydra.run.dir={eval_dir}", "uncertainty.method=none", "report=markdown"], cwd=root)
+         f"hydra.run.dir={eval_dir}", *evaluate_with, "report=markdown"], cwd=root)
     return summary, json.loads((eval_dir / "summary.json").read_text())
 
 
@@ -123,6 +124,7 @@ def virtual_labeling(name: str, minutes: float, quick: bool, extra: list[str], l
     verdict = {metric: all((table["pix2pix"][metric] > table[b][metric]) for b in table if b != "pix2pix")
                for metric in ("ssim", "psnr", "pearson")}
     return {"task": description, "input_target_pearson": gan["baseline_input"]["pearson"], "table": table,
+            "verdict": gan_eval.get("verdict", {}).get("line"),
             "beats_every_baseline": verdict, "training": training,
             "lpips": gan_eval.get("lpips")}
 
@@ -132,7 +134,12 @@ def segmentation(name: str, minutes: float, quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         summary, evaluation = train_and_evaluate(overrides, Path(tmp), name, minutes, quick)
     model = evaluation["metrics"]["model"]
+    baselines = {method: {"pixel_iou": stats["iou"]["mean"], "object_f1_iou50_mean_over_images": stats["object_f1"]["mean"]}
+                 for method, stats in evaluation["metrics"].items() if method != "model"}
     return {"pixel_iou": model["iou"]["mean"], "object_f1_iou50": evaluation["objects_by_iou"]["0.5"]["f1"],
+            "object_f1_iou50_mean_over_images": model["object_f1"]["mean"],
+            "n_true_cells": evaluation["objects_by_iou"]["0.5"]["tp"] + evaluation["objects_by_iou"]["0.5"]["fn"],
+            "baselines": baselines, "verdict": evaluation.get("verdict", {}).get("line"),
             "n_test_images": evaluation.get("n_images"), "training": training_record(summary, False)}
 
 

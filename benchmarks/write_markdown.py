@@ -141,13 +141,30 @@ def exported(r: dict) -> list[str]:
     return lines + [""]
 
 
+def uncertainty(r: dict) -> list[str]:
+    lines = ["## Uncertainty on a real field (`uncertainty_isl.py`)", "", header(r), "",
+             f"{r['task']}: the default recipe for {r['budget_minutes']} CPU minutes ({r['epochs']} epochs), evaluated "
+             f"on the held-out region with test-time augmentation: {r['nuclei']['tp']} nuclei found, "
+             f"{r['nuclei']['hallucinated']} invented, {r['nuclei']['missed']} missed.", "",
+             "| map | invented vs found nuclei (pixel ROC AUC) | wrong vs right nuclei (pixel ROC AUC) |", "|---|---|---|"]
+    for name, values in r["map_separation"].items():
+        label = {"uncertainty": "uncertainty (relative spread, evaluate.py's map)",
+                 "spread": "plain standard deviation (the old map)"}.get(name, name)
+        lines.append(f"| {label} | {_f(values.get('invented_auc'))} | {_f(values.get('roc_auc'))} |")
+    lines += ["", f"Per-nucleus risk flags invented nuclei with ROC AUC {_f(r['risk_separation']['roc_auc'])}. "
+              f"Target for the pixel map: invented-nuclei AUC >= {r['target_invented_auc']}.", "",
+              f"Evaluation verdict: {r['verdict']['line']}", ""]
+    return lines
+
+
 def main() -> None:
     path = ROOT / "BENCHMARKS.md"
     notes = path.read_text().split(MARKER, 1)[1] if path.is_file() and MARKER in path.read_text() else "\n"
     lines = ["# Benchmarks", "", "Figures from the last `make bench` (about 90 minutes on 2 CPU cores); every number "
              "below is read from `benchmarks/results/*.json`. Regenerate with `make bench`.", ""]
     for name, render in (("speed_training", training), ("speed_inference", inference), ("speed_video", video),
-                         ("real_data", real_data), ("quality_segmentation", quality_seg), ("export", exported)):
+                         ("real_data", real_data), ("uncertainty_isl", uncertainty), ("quality_segmentation", quality_seg),
+                         ("export", exported)):
         record = load(name)
         lines += render(record) if record else [f"## {name}", "", "_not run yet_", ""]
     path.write_text("\n".join(lines) + "\n" + MARKER + notes)

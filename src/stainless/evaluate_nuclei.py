@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stainless.metrics.nuclei import MapSeparation, NucleusDetector, error_masks, nuclei_table, roc_auc, score_nuclei
+from stainless.metrics.nuclei import (MapSeparation, NucleusDetector, error_kinds, error_masks, nuclei_table, roc_auc,
+                                     score_nuclei)
 from stainless.metrics.objects import IOU_THRESHOLDS
 
 COLUMNS = ("n_true", "n_pred", "nuclei_tp", "hallucinated", "missed", "nuclei_precision", "nuclei_recall",
@@ -67,16 +68,20 @@ class NucleiEvaluation:
     def add_model_image(
         self, name: str, prediction: np.ndarray, found: np.ndarray, true: np.ndarray | None, score: dict | None,
         maps: dict[str, np.ndarray], uncertainty: np.ndarray | None, pixel_size: float | None = None,
+        spread: np.ndarray | None = None,
     ) -> None:
         """Record the model's nuclei of one image: the per-nucleus table (areas also in µm² when ``pixel_size`` is
-        known), risk, and map separation."""
+        known), risk (from ``spread``, the plain standard deviation, else ``uncertainty``), and map separation."""
         start = len(self.table)
         status = {}
         if score is not None:
             status = {b: "found" for _, b in score["matched"]} | {b: "hallucinated" for b in score["hallucinated_ids"]}
             wrong, right = error_masks(true, found, score)
-            self.maps.update(maps | ({"uncertainty": uncertainty} if uncertainty is not None else {}), wrong, right)
-        for row in nuclei_table(found, prediction, uncertainty):
+            extra = {"uncertainty": uncertainty} if uncertainty is not None else {}
+            if spread is not None:  # the plain standard deviation, scored beside the relative map for comparison
+                extra["spread"] = spread
+            self.maps.update(maps | extra, wrong, right, error_kinds(true, found, score))
+        for row in nuclei_table(found, prediction, spread if spread is not None else uncertainty):
             row = {"image": name, "status": status.get(row["nucleus"], "unknown"), **row}
             self.table.append(row)
             if score is not None and "risk" in row:
@@ -140,11 +145,19 @@ def report_section(summary: dict[str, Any]) -> tuple[str, list[str]]:
                           f"{s['precision']:.3f}, recall {s['recall']:.3f}, F1 {s['f1']:.3f} (mean F1 over IoU 0.5-0.95: "
                           f"{s['mean_f1_over_iou_thresholds']:.3f}); mean count error {s['count_error_mean']:+.2f} per image.")
     separation = {k: v["roc_auc"] for k, v in nuclei["map_separation"].items() if v["roc_auc"] is not None}
+    invented = {k: v["invented_auc"] for k, v in nuclei["map_separation"].items() if v.get("invented_auc") is not None}
     if separation:
         paragraphs.append(
             "Can the pixel maps find them? ROC AUC of each map for telling pixels of hallucinated or missed nuclei "
             "from pixels of correctly found nuclei (1: always higher on wrong nuclei, 0.5: no better than chance): "
             + ", ".join(f"{k} {v:.3f}" for k, v in separation.items()) + ".")
+    if invented:
+        paragraphs.append(
+            "Which of the drawn nuclei are invented? ROC AUC of each map for telling pixels of hallucinated nuclei from "
+            "pixels of found predicted nuclei: " + ", ".join(f"{k} {v:.3f}" for k, v in invented.items()) + ". Only "
+            "the uncertainty map is available on new images without ground truth; it is the spread of the "
+            "test-time predictions relative to their brightness, so higher means more likely invented. Missed "
+            "nuclei leave nothing in the prediction for it to flag.")
     else:
         paragraphs.append("Map separation: not computed (this run had no hallucinated or missed nuclei, or no found ones).")
     risk = nuclei["risk_separation"]

@@ -82,6 +82,23 @@ def sample_predictions(
     raise ValueError(f"uncertainty.method: unknown method {method!r}; use {', '.join(METHODS)}")
 
 
-def uncertainty_map(samples: torch.Tensor) -> torch.Tensor:
+# Intensity (in [0, 1]) added to the mean before dividing: background pixels, predicted near 0, would otherwise turn
+# a tiny flicker into a huge relative spread.
+RELATIVE_FLOOR = 0.1
+
+
+def spread_map(samples: torch.Tensor) -> torch.Tensor:
     """Per-pixel standard deviation over samples (n, C, H, W), averaged over channels: (H, W)."""
     return samples.std(0, unbiased=False).mean(0)
+
+
+def uncertainty_map(samples: torch.Tensor, floor: float = RELATIVE_FLOOR) -> torch.Tensor:
+    """Per-pixel spread relative to brightness: std / (mean + ``floor``) over samples (n, C, H, W), averaged over
+    channels: (H, W). Higher means more likely wrong.
+
+    The plain standard deviation grows with intensity, so a bright nucleus the model draws the same way under
+    every transform still had more of it than a dim nucleus that comes and goes: the plain map ranked invented
+    nuclei *below* real ones (ROC AUC 0.15 on a real field). Relative to the mean, a stable bright nucleus scores
+    low and a flickering one high, as the per-nucleus risk does.
+    """
+    return (samples.std(0, unbiased=False) / (samples.mean(0).clamp(min=0) + floor)).mean(0)

@@ -135,10 +135,17 @@ def score_nuclei(true: np.ndarray, pred: np.ndarray, thresholds: Sequence[float]
 
 def error_masks(true: np.ndarray, pred: np.ndarray, score: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(pixels of hallucinated or missed nuclei, pixels of correctly found nuclei) as boolean masks."""
-    wrong = np.isin(pred, score["hallucinated_ids"]) | np.isin(true, score["missed_ids"])
-    right_true = np.isin(true, [a for a, _ in score["matched"]])
-    right_pred = np.isin(pred, [b for _, b in score["matched"]])
-    return wrong, (right_true | right_pred) & ~wrong
+    kinds = error_kinds(true, pred, score)
+    wrong = kinds["invented"] | kinds["missed"]
+    return wrong, (kinds["found_true"] | kinds["found"]) & ~wrong
+
+
+def error_kinds(true: np.ndarray, pred: np.ndarray, score: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Boolean masks: ``invented`` (pixels of hallucinated predicted nuclei), ``missed`` (of true nuclei not found),
+    ``found`` (of predicted nuclei matched to a true one) and ``found_true`` (of the true nuclei they match)."""
+    return {"invented": np.isin(pred, score["hallucinated_ids"]), "missed": np.isin(true, score["missed_ids"]),
+            "found": np.isin(pred, [b for _, b in score["matched"]]),
+            "found_true": np.isin(true, [a for a, _ in score["matched"]])}
 
 
 def outline_nuclei(image: torch.Tensor, true: np.ndarray, pred: np.ndarray, score: Mapping[str, Any]) -> torch.Tensor:
@@ -164,21 +171,36 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
 
 
 class MapSeparation:
-    """How well each pixel map separates pixels of hallucinated/missed nuclei from those of correct nuclei.
+    """How well each pixel map separates pixels of wrong nuclei from those of correct nuclei.
 
-    Pixels are pooled over images (at most ``max_pixels`` per class and map, sampled with a fixed seed), then
-    scored by ROC AUC: 1.0 means the map is higher on every wrong-nucleus pixel than on any right one, 0.5 means
-    it carries no information.
+    Three questions, each scored by ROC AUC over pixels pooled over images (at most ``max_pixels`` per class and
+    map, sampled with a fixed seed); 1.0 means the map is higher on every wrong pixel than on any right one, 0.5
+    means it carries no information:
+
+    - ``roc_auc``: pixels of hallucinated or missed nuclei against pixels of found nuclei (true or predicted);
+    - ``invented_auc``: pixels of hallucinated predicted nuclei against pixels of found predicted nuclei. This is
+      the question a map of the prediction alone (the uncertainty) can answer on new images: which of the
+      nuclei it drew are invented;
+    - ``missed_auc``: pixels of missed true nuclei against pixels of found true nuclei (error maps can see them,
+      a map of the prediction mostly cannot: nothing was drawn there).
     """
 
     def __init__(self, max_pixels: int = 2_000_000, seed: int = 0):
         self.max_pixels = max_pixels
         self.rng = np.random.default_rng(seed)
-        self.values: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self.values: dict[str, dict[str, list[np.ndarray]]] = {}
 
-    def update(self, maps: Mapping[str, np.ndarray], wrong: np.ndarray, right: np.ndarray) -> None:
+    def update(self, maps: Mapping[str, np.ndarray], wrong: np.ndarray, right: np.ndarray,
+               kinds: Mapping[str, np.ndarray] | None = None) -> None:
+        """Add one image: ``wrong``/``right`` masks (see :func:`error_masks`) and optionally the masks of
+        :func:`error_kinds` for the invented / missed questions."""
         for name, values in maps.items():
-            self.values.setdefault(name, []).append((values[wrong], values[right]))
+            store = self.values.setdefault(name, {})
+            store.setdefault("wrong", []).append(values[wrong])
+            store.setdefault("right", []).append(values[right])
+            if kinds is not None:
+                for kind in ("invented", "missed", "found", "found_true"):
+                    store.setdefault(kind, []).append(values[kinds[kind]])
 
     def _pool(self, parts: list[np.ndarray]) -> np.ndarray:
         pooled = np.concatenate(parts) if parts else np.zeros(0)
@@ -186,12 +208,19 @@ class MapSeparation:
             pooled = self.rng.choice(pooled, self.max_pixels, replace=False)
         return pooled
 
+    def _auc(self, store: dict[str, list[np.ndarray]], positive: str, negative: str) -> tuple[float | None, int, int]:
+        pos, neg = self._pool(store.get(positive, [])), self._pool(store.get(negative, []))
+        auc = roc_auc(np.concatenate([pos, neg]), np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)])
+        return auc, len(pos), len(neg)
+
     def compute(self) -> dict[str, dict[str, Any]]:
         out = {}
-        for name, pairs in self.values.items():
-            wrong, right = self._pool([w for w, _ in pairs]), self._pool([r for _, r in pairs])
-            auc = roc_auc(np.concatenate([wrong, right]), np.r_[np.ones(len(wrong), bool), np.zeros(len(right), bool)])
-            out[name] = {"roc_auc": auc, "n_wrong_pixels": len(wrong), "n_right_pixels": len(right)}
+        for name, store in self.values.items():
+            auc, n_wrong, n_right = self._auc(store, "wrong", "right")
+            out[name] = {"roc_auc": auc, "n_wrong_pixels": n_wrong, "n_right_pixels": n_right}
+            if "invented" in store:
+                out[name]["invented_auc"], out[name]["n_invented_pixels"], _ = self._auc(store, "invented", "found")
+                out[name]["missed_auc"], out[name]["n_missed_pixels"], _ = self._auc(store, "missed", "found_true")
         return out
 
 

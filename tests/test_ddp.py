@@ -36,3 +36,8 @@ def test_two_process_ddp_on_cpu(tmp_path, job):
     monitored = "val/ssim" if job == "virtual_labeling" else "val/iou"
     assert math.isfinite(summary["metrics"][monitored])
     assert len(list((runs[0] / "images").glob("epoch_*.png"))) == 1
+    # two processes really ran, each on its own shard of the crops
+    ranks = summary["distributed"]["ranks"]
+    assert summary["distributed"]["world_size"] == 2 and sorted(r["rank"] for r in ranks) == [0, 1]
+    assert all(r["training_samples"] > 0 for r in ranks)
+    assert ranks[0]["first_batch_sum"] != ranks[1]["first_batch_sum"]

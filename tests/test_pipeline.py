@@ -21,7 +21,8 @@ def test_train_then_evaluate_round_trip(cfg_train, cfg_eval, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert Path(summary["best_model_path"]).is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert summary["metrics"]["val/ssim"] == pytest.approx(metrics["val/ssim"])
-    assert {"test/ssim", "test/psnr", "test/mse", "test/mae", "test/pearson"} <= set(metrics)
+    assert {"test_patches/ssim", "test_patches/psnr", "test_patches/mse", "test_patches/mae", "test_patches/pearson"} <= set(metrics)
+    assert not any(k.startswith("test/") for k in metrics)  # crops are named for what they are
     assert (run / "config_resolved.yaml").is_file() and list((run / "images").glob("epoch_*.png"))
     assert (run / "csv" / "metrics.csv").is_file()
 
@@ -190,4 +191,4 @@ def test_given_validation_and_test_folders_are_used(cfg_train, tmp_path):
     train(cfg)
     summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
     assert len(summary["samples"]["train"]) == 3 and len(summary["samples"]["val"]) == 2
-    assert "test/ssim" in summary["metrics"]
+    assert "test_patches/ssim" in summary["metrics"]

@@ -12,9 +12,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
+from stainless.callbacks.ranks import RankShards
 from stainless.callbacks.timing import ValidationTime
 from stainless.checkpoint import AtomicCheckpointIO, init_weights_from, load_checkpoint, resolve_resume
-from stainless.utils.config import check_types, ensure_new_run_dir, flatten, to_plain
+from stainless.utils.config import check_types, ensure_new_run_dir, flatten, is_global_zero_process, to_plain
+from stainless.utils.errors import log_file
 from stainless.utils.logging import build_callbacks, build_loggers, finish_wandb, save_config, write_json
 from stainless.utils.secrets import redact, redact_files, redact_text, redacted_argv
 
@@ -90,8 +92,14 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         resumed_wandb = load_checkpoint(ckpt_path, trusted).get("stainless", {}).get("wandb_run_id")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    if cfg.get("print_config", True):
-        rank_zero_info(redact_text(OmegaConf.to_yaml(cfg, resolve=True)))
+    config_text = redact_text(OmegaConf.to_yaml(cfg, resolve=True))
+    log = log_file()
+    if cfg.get("print_config", False) or log is None:
+        rank_zero_info(config_text)
+    elif is_global_zero_process():
+        with open(log, "a") as handle:  # the whole config in the run's log; the console keeps a few lines
+            handle.write(f"Config:\n{config_text}\n")
+    rank_zero_info(f"Run directory: {output_dir}" + (f" (config and full log: {log})" if log else ""))
     redact_files(output_dir / ".hydra")  # Hydra saved the config and the command line before we ran
 
     datamodule = build(cfg.data)
@@ -114,8 +122,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         model.compile_networks()
 
     callbacks = build_callbacks(cfg.get("callbacks"))
-    timer = ValidationTime()
-    callbacks.append(timer)
+    timer, shards = ValidationTime(), RankShards()
+    callbacks += [timer, shards]
     every = int(model_cfg.get("eval_every_n_epochs") or 0)
     for callback in callbacks:  # whole-field metrics exist only every `every` epochs: judge them then
         if str(getattr(callback, "monitor", "") or "").startswith("val_field/"):
@@ -153,7 +161,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
         if cfg.get("test") and datamodule.samples.get("test"):
             trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
-            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test_patches/")})
+            rank_zero_info("test_patches/*: the test split cut into crops of data.patch_size, averaged: a quick check, "
+                           "not the figure to report. The whole-image scores beside baselines: python evaluate.py "
+                           f"ckpt_path={best or output_dir / 'checkpoints' / 'last.ckpt'}")
 
     summary = {
         "run_dir": str(output_dir),
@@ -170,6 +181,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "validation_s": round(timer.validation_s, 1),
         "validation_share": round(timer.share, 4) if timer.share is not None else None,
         "data": datamodule.describe(trainer.world_size, trainer.max_epochs),
+        "distributed": {"world_size": trainer.world_size, "ranks": shards.per_rank},
         "init_from": init_report,
         "metrics": metrics,
         "samples": {stage: [s.name for s in samples] for stage, samples in datamodule.samples.items()},

@@ -99,7 +99,7 @@ class Pix2PixModule(StainlessModule):
         if loss.get("perceptual_weight", 0) and not self.lpips.available:
             raise PretrainedWeightsMissing("loss.perceptual_weight > 0 needs LPIPS. " + lpips_missing_message(self.lpips.net_name))
         self.val_metrics = ImageMetrics(None, prefix="val/")  # the fixed tiles, every epoch: no LPIPS, no nuclei
-        self.test_metrics = ImageMetrics(self.lpips, prefix="test/")
+        self.test_metrics = ImageMetrics(self.lpips, prefix="test_patches/")  # crops, not whole images
         self.nuclei_enabled = bool((nuclei or {}).get("enabled", False))
         self._detector: NucleusDetector | None = None  # built on first use: a checkpoint detector loads a file
         best = {name: HIGHER_IS_BETTER[name] for name in self.val_metrics.keys(keep_base=True)}

@@ -135,7 +135,7 @@ class SegmentationModule(StainlessModule):
         self.criterion = SegmentationLoss(classes=classes, **(loss or {}))
         self.size_multiple = 32
         self.val_metrics = segmentation_metrics(classes, threshold, "val/")
-        self.test_metrics = segmentation_metrics(classes, threshold, "test/")
+        self.test_metrics = segmentation_metrics(classes, threshold, "test_patches/")  # crops, not whole images
         self.val_soft_iou, self.test_soft_iou = SoftIoU(), SoftIoU()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_iou_best = MaxMetric()
@@ -204,11 +204,11 @@ class SegmentationModule(StainlessModule):
         self.val_iou_best.reset()
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, self.test_soft_iou, "test")
+        self._evaluate(batch, self.test_metrics, self.test_soft_iou, "test_patches")
 
     def on_test_epoch_end(self) -> None:
         values = self.test_metrics.compute()
-        values["test/soft_iou"] = self.test_soft_iou.compute()
+        values["test_patches/soft_iou"] = self.test_soft_iou.compute()
         self.test_metrics.reset()
         self.test_soft_iou.reset()
         self.log_dict(values, sync_dist=True)  # already reduced by torchmetrics; averages equal numbers

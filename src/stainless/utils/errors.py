@@ -18,7 +18,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _log_file() -> str | None:
+def log_file() -> str | None:
+    """The file the run's log goes to (Hydra's job log), or None outside a Hydra run."""
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             return handler.baseFilename
@@ -38,7 +39,7 @@ def run_cli(function: Callable[..., Any], *args: Any) -> Any:
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or multirun:
             raise
-        log = _log_file()
+        log = log_file()
         if log:
             with open(log, "a") as handle:
                 handle.write("".join(traceback.format_exception(error)))

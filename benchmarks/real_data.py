@@ -167,7 +167,9 @@ def main() -> None:
         if name in chosen:
             result = results["segmentation"][name] = segmentation(name, args.segmentation_minutes, args.quick)
             lines.append(f"{name}: IoU {result['pixel_iou']:.3f} object F1 {result['object_f1_iou50']:.3f}")
-    write_result("real_data" if not args.set else "real_data_trial", results, "; ".join(lines))
+    everything = set(chosen) >= {"ht29", "bbbc022", "isl", "dsb2018", "usiigaci"}
+    name = "real_data_trial" if args.set else "real_data" if everything else "real_data_" + "_".join(chosen)
+    write_result(name, results, "; ".join(lines))  # a partial run never overwrites the full record
 
 
 if __name__ == "__main__":

@@ -121,18 +121,23 @@ def check_sample(sample: Sample, options: Mapping[str, Any], level: str = "heade
     return source_channels, target_channels
 
 
-def _check_channels(sample: Sample, counts: tuple[int, int | None], first: dict[str, tuple[Sample, int]]) -> None:
-    """Every input (and every target image) of a run has the same number of channels as the first one."""
-    for role, count, setting in (("input", counts[0], "data.source_channels"), ("target", counts[1], "data.target_channels")):
-        if count is None:
+def _odd_channels(checked: list[tuple[Sample, tuple[int, int | None]]]) -> dict[int, str]:
+    """Samples (by ``id``) whose input (or target image) channel count differs from most samples', with the reason."""
+    from collections import Counter
+
+    odd: dict[int, str] = {}
+    for index, role, setting in ((0, "input", "data.source_channels"), (1, "target", "data.target_channels")):
+        found = [(sample, c[index]) for sample, c in checked if c[index] is not None]
+        if len({n for _, n in found}) < 2:
             continue
-        reference, expected = first.setdefault(role, (sample, count))
-        if count != expected:
-            path = sample.source if role == "input" else sample.target
-            other = reference.source if role == "input" else reference.target
-            raise ImageReadError(
-                f"{path}: {count} {role} channel(s), but {other} has {expected}; every {role} needs the same channels: "
-                f"choose them with {setting}=[...] (e.g. [0]) or convert the odd files")
+        usual, _ = Counter(n for _, n in found).most_common(1)[0]
+        example = next(s for s, n in found if n == usual)
+        for sample, n in found:
+            if n != usual and id(sample) not in odd:
+                path, other = (sample.source, example.source) if role == "input" else (sample.target, example.target)
+                odd[id(sample)] = (f"{path}: {n} {role} channel(s), but {other} (like most) has {usual}; every {role} needs "
+                               f"the same channels: choose them with {setting}=[...] (e.g. [0]) or convert the odd files")
+    return odd
 
 
 def _labelme_classes(options: Mapping[str, Any]) -> int:
@@ -158,14 +163,14 @@ def validate_samples(
     if level == "none":
         return samples
     kept: dict[str, list[Sample]] = {}
-    first: dict[str, tuple[Sample, int]] = {}  # role -> the first sample and its channel count
+    checked: list[tuple[Sample, tuple[int, int | None]]] = []  # channels of each sample, compared once all are read
     skipped = 0
     total = sum(len(v) for v in samples.values())
     for stage, stage_samples in samples.items():
         kept[stage] = []
         for sample in stage_samples:
             try:
-                _check_channels(sample, check_sample(sample, options, level), first)
+                checked.append((sample, check_sample(sample, options, level)))
             except ImageReadError as problem:
                 if on_error == "stop":
                     raise ImageReadError(f"{problem} (data.on_error=skip would leave this sample out)") from None
@@ -173,6 +178,14 @@ def validate_samples(
                 skipped += 1
                 continue
             kept[stage].append(sample)
+    odd = _odd_channels(checked)
+    for stage, stage_samples in samples.items():
+        for sample in [s for s in kept[stage] if id(s) in odd]:
+            if on_error == "stop":
+                raise ImageReadError(f"{odd[id(sample)]} (data.on_error=skip would leave this sample out)")
+            rank_zero_warn(f"Skipping sample {sample.name!r}: {odd[id(sample)]}")
+            kept[stage].remove(sample)
+            skipped += 1
         if stage_samples and not kept[stage]:
             raise ImageReadError(f"every {stage} sample was skipped as unusable ({len(stage_samples)}); see the warnings")
     if skipped:

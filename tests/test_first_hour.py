@@ -204,3 +204,57 @@ def test_a_mistyped_key_gets_did_you_mean():
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "Error: no key 'model.lrr' in the config; did you mean model.lr? (to add a new key on purpose: +model.lrr=...)"]
+
+
+# -- evaluation of new images with a trained segmenter ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory):
+    from omegaconf import OmegaConf, open_dict
+
+    from conftest import TINY, TINY_IF_PRESENT, compose_config
+    from stainless.train import train
+
+    root = tmp_path_factory.mktemp("first_hour_segmenter")
+    overrides = ["experiment=rbc_segmentation", "backbone.encoder_weights=null", "data.synthetic.n_frames=6",
+                 "data.synthetic.n_labelme=4", "data.synthetic.size=64", "data.patch_size=64", "data.batch_size=2",
+                 "test=false"]
+    cfg = compose_config("train", [*TINY, *overrides], root)
+    with open_dict(cfg):
+        for key, value in TINY_IF_PRESENT.items():
+            if OmegaConf.select(cfg, key) is not None and not any(o.split("=")[0] == key for o in overrides):
+                OmegaConf.update(cfg, key, value)
+    train(cfg)
+    return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+
+def test_evaluate_refuses_wrong_inputs_and_judges_the_model(segmenter, cfg_eval, tmp_path):
+    from stainless.evaluate import evaluate
+    from stainless.utils.config import RUN_MARKERS
+
+    rng = np.random.default_rng(0)
+    labels = _disks()
+    tifffile.imwrite(tmp_path / "rgb.tif", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    tifffile.imwrite(tmp_path / "grey.tif", np.where(labels > 0, 60, 180).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "mask.tif", labels)
+    dapi = (2000 + rng.normal(0, 80, (64, 64))).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "dapi.tif", dapi)
+    # an RGB image given to a one-channel model: named, with the setting that fixes it; nothing written
+    cfg = cfg_eval(f"ckpt_path={segmenter}", f"input={tmp_path / 'rgb.tif'}", run="rgb")
+    with pytest.raises(ImageReadError, match=r"rgb\.tif: 3 input channel\(s\), but the checkpoint's model takes 1; .*source_channels"):
+        evaluate(cfg)
+    assert not [m for m in RUN_MARKERS if (Path(cfg.paths.output_dir) / m).exists()]  # the directory stays reusable
+    evaluate(cfg_eval(f"ckpt_path={segmenter}", f"input={tmp_path / 'rgb.tif'}", "source_channels=[1]", run="rgb1"))
+    # an intensity image given as the truth mask
+    with pytest.raises(ImageReadError, match=r"dapi\.tif: this mask has \d+ distinct values"):
+        evaluate(cfg_eval(f"ckpt_path={segmenter}", f"input={tmp_path / 'grey.tif'}", f"target={tmp_path / 'dapi.tif'}",
+                          run="dapi"))
+    # a proper pair: model beside both baselines, a verdict, and a report saying so
+    summary = evaluate(cfg_eval(f"ckpt_path={segmenter}", f"input={tmp_path / 'grey.tif'}",
+                                f"target={tmp_path / 'mask.tif'}", "report=markdown", run="good"))
+    assert set(summary["metrics"]) == {"model", "baseline_otsu", "baseline_all_foreground"}
+    assert summary["metrics"]["baseline_otsu"]["iou"]["mean"] == pytest.approx(1.0)  # dark disks: Otsu is perfect
+    assert summary["verdict"]["line"].startswith("Verdict:") and not summary["verdict"]["beats_all"]
+    report = (Path(summary["output_dir"]) / "report.md").read_text()
+    assert "The model loses to baseline_otsu on iou" in report

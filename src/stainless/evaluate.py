@@ -89,10 +89,12 @@ def new_input_samples(cfg: DictConfig, options: dict[str, Any], module) -> list[
 
 def _evaluate_segmenter(cfg, module, checkpoint, out_dir: Path, device, started: float) -> dict[str, Any]:
     if cfg.videos:
+        save_config(cfg, out_dir / "config_resolved.yaml")
         summary = analyse_videos(cfg, module, checkpoint, out_dir)
         report = None
     else:
         samples = new_input_samples(cfg, checkpoint["datamodule_hyper_parameters"], module) if cfg.input else None
+        save_config(cfg, out_dir / "config_resolved.yaml")
         summary = evaluate_segmentation(cfg, module, checkpoint, out_dir, device, samples)
         summary["checkpoint"] = str(Path(cfg.ckpt_path).resolve())
         summary["input"] = str(cfg.input) if cfg.input else f"{cfg.stage} split of the checkpoint's data"
@@ -123,7 +125,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     check_types(cfg)
     ensure_new_run_dir(out_dir)
-    save_config(cfg, out_dir / "config_resolved.yaml")
     redact_files(out_dir / ".hydra")
     module, checkpoint = module_from_checkpoint(cfg.ckpt_path, cfg.get("trust_checkpoint", False))
     device = _device(cfg.device)
@@ -147,6 +148,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         samples = split[cfg.stage]
         if not samples:
             raise ValueError(f"stage={cfg.stage}: the checkpoint's data has no {cfg.stage} images; pass input=PATH")
+    # written once the inputs passed their checks: an evaluation refused at the start leaves a reusable directory
+    save_config(cfg, out_dir / "config_resolved.yaml")
     lpips = LPIPSScorer(cfg.metrics.lpips_net, cfg.metrics.lpips_trunk, cfg.metrics.lpips)
     tile = cfg.tile_size or 2 * data_hp["patch_size"]
     normalization = data_hp.get("normalization") or {}

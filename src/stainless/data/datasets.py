@@ -305,9 +305,11 @@ class PairedImageDataset(Dataset):
         i, top, left = self.index[item]
         p = self.patch_size
         if self.train:
-            # One seed per item drawn from torch's generator: reproducible under seed_everything(workers=True)
-            # whatever the number of workers, and different at every epoch.
-            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+            # One seed per item: a draw from torch's generator (reproducible under seed_everything(workers=True)
+            # whatever the number of workers, different at every epoch) mixed with the item index. The index keeps
+            # the processes of a DDP run apart: they share the seed, so the draw alone gave every rank the same crops.
+            draw = int(torch.randint(0, 2**31 - 1, (1,)).item())
+            seed = int(np.random.SeedSequence([draw, int(item)]).generate_state(1)[0])
             i, top, left = self._random_crop(i, np.random.default_rng(seed))
         loaded = self.load(i)
         crop = (slice(top, top + p), slice(left, left + p))

@@ -181,36 +181,74 @@ def test_pixel_size_read_from_ome_and_imagej_tiffs(tmp_path):
     assert pixel_size(tmp_path / "written.tif") == pytest.approx(0.65)
 
 
-def test_ome_video_areas_in_um2_and_predictions_carry_the_pixel_size(checkpoints, cfg_eval, tmp_path):
+class _BrightIsCell(torch.nn.Module):
+    """Stands in for a trained segmenter (the network is not what is tested): bright pixels are cell."""
+
+    size_multiple = 1
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(40.0))
+        self.hparams = type("H", (), {"threshold": 0.5})()
+
+    def probabilities(self, x):
+        return torch.sigmoid(self.scale * (x[:, :1] - 0.5))
+
+
+def _disk_video(path: Path, pixel: float | None, n_frames: int = 6) -> None:
+    yy, xx = np.mgrid[:64, :64]
+    frames = np.stack([(((yy - 30) ** 2 + (xx - 30) ** 2) < (12 - i) ** 2).astype(np.uint8) * 200 for i in range(n_frames)])
+    metadata = {"axes": "TYX"} | ({"PhysicalSizeX": pixel, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": pixel,
+                                  "PhysicalSizeYUnit": "µm"} if pixel else {})
+    tifffile.imwrite(path, frames, metadata=metadata)
+
+
+def test_ome_video_areas_in_um2(cfg_eval, tmp_path):
+    """The target of the issue: an OME-TIFF video with PhysicalSizeX = 0.5 µm gives areas in µm² equal to the pixel
+    areas x 0.25 (through evaluate's video path, a thresholding stand-in for the network)."""
+    from stainless.evaluate_segmentation import analyse_videos
+
+    ome = tmp_path / "urea.ome.tif"
+    _disk_video(ome, 0.5)
+    checkpoint = {"datamodule_hyper_parameters": {"normalization": {"mode": "range", "vmin": 0, "vmax": 255}}}
+    module = _BrightIsCell()
+
+    def run(*overrides, name):
+        out = tmp_path / name
+        out.mkdir()
+        cfg = cfg_eval("ckpt_path=unused", *overrides, "segmentation.overlay_video=false", "segmentation.min_size=5",
+                       run=name)
+        return analyse_videos(cfg, module, checkpoint, out), out
+
+    summary, out = run(f"videos={{A:{ome}}}", name="file")
+    assert summary["pixel_size_um"] == pytest.approx(0.5) and "metadata" in summary["pixel_size_source"]
+    rows = list(csv.DictReader(open(out / "cells.csv")))
+    assert len(rows) == 6
+    for row in rows:
+        assert float(row["area"]) > 50 and float(row["area_um2"]) == pytest.approx(float(row["area"]) * 0.25)
+    summary, out = run(f"videos={{A:{ome}}}", "pixel_size=2.0", name="given")  # the command line wins
+    row = next(csv.DictReader(open(out / "cells.csv")))
+    assert summary["pixel_size_source"].startswith("pixel_size=") and float(row["area_um2"]) == pytest.approx(
+        float(row["area"]) * 4.0)
+    other = tmp_path / "nacl.ome.tif"  # conditions recorded with different pixel sizes cannot be compared
+    _disk_video(other, 0.3)
+    with pytest.raises(ImageReadError, match="nacl.ome.tif: pixel size 0.3 µm differs"):
+        run(f"videos={{A:{ome},B:{other}}}", name="mixed")
+    plain = tmp_path / "plain.tif"  # a video without a pixel size: pixels only, the µm columns empty
+    _disk_video(plain, None)
+    summary, out = run(f"videos={{A:{plain}}}", name="plain")
+    assert summary["pixel_size_um"] is None and next(csv.DictReader(open(out / "cells.csv")))["area_um2"] == ""
+
+
+def test_predictions_carry_the_input_pixel_size(checkpoints, cfg_eval, tmp_path):
     from stainless.evaluate import evaluate
 
-    data = Path(synthetic_root(checkpoints["segmentation"]))
-    frames = tifffile.imread(data / "videos" / "UREA.tif")
-    ome = tmp_path / "urea.ome.tif"
-    tifffile.imwrite(ome, frames, metadata={"axes": "TYX", "PhysicalSizeX": 0.5, "PhysicalSizeXUnit": "µm",
-                                            "PhysicalSizeY": 0.5, "PhysicalSizeYUnit": "µm"})
-    summary = evaluate(cfg_eval(f"ckpt_path={checkpoints['segmentation']}", f"videos={{A:{ome}}}", run="video"))
-    assert summary["pixel_size_um"] == pytest.approx(0.5) and "metadata" in summary["pixel_size_source"]
-    rows = list(csv.DictReader(open(Path(summary["output_dir"]) / "cells.csv")))
-    assert rows
-    for row in rows:
-        assert float(row["area_um2"]) == pytest.approx(float(row["area"]) * 0.25)
-    # the command line wins over the file
-    summary = evaluate(cfg_eval(f"ckpt_path={checkpoints['segmentation']}", f"videos={{A:{ome}}}", "pixel_size=2.0",
-                                run="video2"))
-    row = next(csv.DictReader(open(Path(summary["output_dir"]) / "cells.csv")))
-    assert float(row["area_um2"]) == pytest.approx(float(row["area"]) * 4.0)
-    # conditions recorded with different pixel sizes cannot be compared
-    other = tmp_path / "nacl.ome.tif"
-    tifffile.imwrite(other, frames, metadata={"axes": "TYX", "PhysicalSizeX": 0.3, "PhysicalSizeY": 0.3})
-    with pytest.raises(ImageReadError, match="nacl.ome.tif: pixel size 0.3 µm differs"):
-        evaluate(cfg_eval(f"ckpt_path={checkpoints['segmentation']}", f"videos={{A:{ome},B:{other}}}", run="video3"))
-    # an image with a pixel size: the predictions are OME-TIFFs carrying it
+    frames = tifffile.imread(Path(synthetic_root(checkpoints["segmentation"])) / "videos" / "UREA.tif")
     write_tiff(tmp_path / "field.tif", frames[0], pixel_size=0.5)
     summary = evaluate(cfg_eval(f"ckpt_path={checkpoints['segmentation']}", f"input={tmp_path / 'field.tif'}",
                                 run="image"))
-    prediction = Path(summary["output_dir"]) / "predictions" / "field_probability.tif"
-    assert pixel_size(prediction) == pytest.approx(0.5)
+    for name in ("field_probability.tif", "field_labels.tif"):
+        assert pixel_size(Path(summary["output_dir"]) / "predictions" / name) == pytest.approx(0.5)
 
 
 def synthetic_root(checkpoint: Path) -> str:

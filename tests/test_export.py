@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from lightning.pytorch.utilities.parsing import AttributeDict
 from omegaconf import OmegaConf, open_dict
 
 from conftest import TINY, TINY_IF_PRESENT, compose_config
@@ -189,7 +190,7 @@ class _BrightIsCell(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.scale = torch.nn.Parameter(torch.tensor(40.0))
-        self.hparams = type("H", (), {"threshold": 0.5})()
+        self.hparams = AttributeDict(threshold=0.5)
 
     def probabilities(self, x):
         return torch.sigmoid(self.scale * (x[:, :1] - 0.5))

@@ -258,3 +258,25 @@ def test_evaluate_refuses_wrong_inputs_and_judges_the_model(segmenter, cfg_eval,
     assert summary["verdict"]["line"].startswith("Verdict:") and not summary["verdict"]["beats_all"]
     report = (Path(summary["output_dir"]) / "report.md").read_text()
     assert "The model loses to baseline_otsu on iou" in report
+
+
+def test_object_scale_is_recorded_from_the_annotations_and_sizes_the_post_processing(segmenter, cfg_eval, tmp_path):
+    from stainless.checkpoint import load_checkpoint
+    from stainless.evaluate import evaluate
+    from stainless.metrics.objects import size_parameters
+
+    scale = load_checkpoint(segmenter)["hyper_parameters"]["object_scale"]
+    # the synthetic cells have radii 11-16 px (LabelMe polygons): diameters about 22-32 px
+    assert 18 < scale["diameter_median"] < 36 and scale["n_objects"] >= 4
+    assert scale["diameter_p5"] <= scale["diameter_median"] <= scale["diameter_p95"]
+    summary = evaluate(cfg_eval(f"ckpt_path={segmenter}", "report=markdown", run="scaled"))
+    sizes = summary["object_sizes"]
+    assert sizes["source"].startswith("the training annotations")
+    assert sizes["min_distance"] == round(0.3 * scale["diameter_median"]) and sizes["max_distance"] == pytest.approx(
+        scale["diameter_median"], abs=0.05)
+    assert 0 <= summary["mean_ap_50_95"] <= summary["objects_by_iou"]["0.5"]["f1"] + 1e-9
+    given = size_parameters({"diameter": 20, "min_size": "auto", "min_distance": 9, "max_distance": "auto"}, scale)
+    assert (given["min_distance"], given["max_distance"], given["source"]) == (9, 20.0, "segmentation.diameter=20")
+    with pytest.raises(ValueError, match=r"segmentation.diameter=-3: must be auto or a positive number"):
+        size_parameters({"diameter": -3}, scale)
+    assert size_parameters({}, None)["source"].startswith("defaults")

@@ -79,13 +79,16 @@ def rbc_segmentation(base: Path) -> dict:
     videos_dir = ROOT / "data" / "synthetic_rbc" / "videos"
     truth = {row["condition"]: row for row in csv.DictReader(open(videos_dir / "conditions.csv"))}
     videos = ",".join(f"{name}:{videos_dir / (name + '.tif')}" for name in truth)
-    _run(["evaluate.py", f"ckpt_path={ckpt}", f"hydra.run.dir={base / 'videos'}", f"videos={{{videos}}}"])
+    truths = ",".join(f"{name}:{videos_dir / (name + '_GT')}" for name in truth if (videos_dir / f"{name}_GT").is_dir())
+    _run(["evaluate.py", f"ckpt_path={ckpt}", f"hydra.run.dir={base / 'videos'}", f"videos={{{videos}}}",
+          *([f"tracking_gt={{{truths}}}"] if truths else [])])
     recovered = {row["condition"]: row for row in csv.DictReader(open(ROOT / base / "videos" / "conditions.csv"))}
     conditions = {
         name: {"tau_true": float(truth[name]["tau_s"]), "tau_recovered": float(recovered[name]["tau_median"]),
                "final_fraction_true": float(truth[name]["final_fraction"]),
                "final_fraction_recovered": float(recovered[name]["final_fraction_median"]),
-               "n_cells": int(recovered[name]["n_cells"])}
+               "n_cells": int(recovered[name]["n_cells"]),
+               "tra": float(recovered[name]["TRA"]) if recovered[name].get("TRA") else None}
         for name in truth
     }
     for c in conditions.values():
@@ -108,12 +111,14 @@ def main() -> int:
     print(f"  bioimage.io:  {exported['output']}  (test_model: {exported['test_model']['status']})")
     print("\n== RBC segmentation (trained from LabelMe polygons) and shrinking over time ==")
     print(f"Test frames: IoU {rbc['iou']:.3f}, object F1 at IoU 0.5 {rbc['object_f1']:.3f}")
-    print(f"{'condition':<10}{'tau true (s)':>14}{'tau found (s)':>15}{'error':>8}{'cells':>7}")
+    print(f"{'condition':<10}{'tau true (s)':>14}{'tau found (s)':>15}{'error':>8}{'cells':>7}{'CTC TRA':>9}")
     for name, c in rbc["conditions"].items():
-        print(f"{name:<10}{c['tau_true']:>14.1f}{c['tau_recovered']:>15.1f}{c['tau_error']:>8.1%}{c['n_cells']:>7d}")
+        tra = f"{c['tra']:>9.3f}" if c["tra"] is not None else f"{'n/a':>9}"
+        print(f"{name:<10}{c['tau_true']:>14.1f}{c['tau_recovered']:>15.1f}{c['tau_error']:>8.1%}{c['n_cells']:>7d}{tra}")
     for kind, path in rbc["runs"].items():
         print(f"  {kind + ':':<10} {path}")
-    print("  (videos: cells.csv, fits.csv, conditions.csv, area_vs_time.png, tau_by_condition.png, *_overlay.mp4)")
+    print("  (videos: cells.csv, fits.csv, conditions.csv, area_vs_time.png, tau_by_condition.png, *_overlay.mp4,\n"
+          "   tracks/<condition>/: tracks.csv, tracks_napari.csv, labels.tif, ctc/ scored against the generator's truth)")
     print(f"  bioimage.io package: {rbc['export']['output']}  (test_model: {rbc['export']['test_model']['status']})")
     print(f"\nDemo took {time.time() - started:.0f} s")
     return 0 if wins else 1

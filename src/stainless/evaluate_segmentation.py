@@ -15,8 +15,9 @@ from omegaconf import DictConfig
 from stainless import video as vid
 from stainless.data.datamodule import MicroscopyDataModule
 from stainless.data.datasets import load_sample
-from stainless.io import agreed_pixel_size, check_pixel_size, pixel_size_of, write_tiff
-from stainless.metrics.objects import IOU_THRESHOLDS, instances_from_mask, match_objects
+from stainless.io import ImageReadError, agreed_pixel_size, check_pixel_size, pixel_size_of, write_tiff
+from stainless.metrics.objects import (IOU_THRESHOLDS, instances_from_mask, match_objects, mean_average_precision,
+                                       size_parameters)
 from stainless.report import SEGMENTATION_EXPLANATIONS, write_report
 from stainless.tiling import predict_tiled
 from stainless.utils.logging import describe
@@ -53,6 +54,7 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         datamodule.prepare_data()
         samples = datamodule.find_samples()[cfg.stage]
     threshold = module.hparams.threshold
+    sizes = object_sizes(cfg, module)
     tile = cfg.tile_size or 2 * data_hp["patch_size"]
     rows, figures = [], []
     (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
@@ -63,7 +65,7 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
                              **datamodule.load_options)
         prob = _probability(module, loaded.source, tile, cfg, device)
         pred = prob > threshold
-        pred_instances = instances_from_mask(pred, cfg.segmentation.min_size, cfg.segmentation.min_distance)
+        pred_instances = instances_from_mask(pred, sizes["min_size"], sizes["min_distance"])
         size = pixel_size_of(sample.source, cfg.pixel_size)
         write_tiff(out_dir / "predictions" / f"{sample.name}_probability.tif", prob.astype(np.float32), size)
         write_tiff(out_dir / "predictions" / f"{sample.name}_labels.tif", pred_instances.astype(np.uint16), size)
@@ -76,7 +78,7 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         rows.append({"image": sample.name, "method": "model", **row})
         if cfg.baselines:
             for method, mask in baseline_masks(loaded.source).items():
-                baseline_instances = instances_from_mask(mask, cfg.segmentation.min_size, cfg.segmentation.min_distance)
+                baseline_instances = instances_from_mask(mask, sizes["min_size"], sizes["min_distance"])
                 rows.append({"image": sample.name, "method": method,
                              **score_masks(mask, baseline_instances, truth, true_instances)[0]})
         for t in SWEEP:
@@ -115,9 +117,21 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         "baselines": "Otsu threshold of the input (the minority side is foreground) and the all-foreground mask, "
                      "split into cells like the model's mask" if cfg.baselines else "none",
         "objects_by_iou": objects,
+        "mean_ap_50_95": mean_average_precision(objects_total),
+        "object_sizes": sizes,
         "iou_by_threshold": {str(t): (i / u if u else None) for t, (i, u) in sweep.items()},
         "_rows": rows, "_figures": figures,
     }
+
+
+def object_sizes(cfg: DictConfig, module) -> dict[str, Any]:
+    """The post-processing sizes (``min_size``, ``min_distance``, ``max_distance``) of this evaluation, from
+    ``segmentation.*`` or the object scale recorded in the checkpoint; printed with where they came from."""
+    sizes = size_parameters(cfg.segmentation, module.hparams.get("object_scale"))
+    diameter = f"diameter {sizes['diameter']:.1f} px" if sizes["diameter"] else "no diameter"
+    rank_zero_info(f"Object scale: {diameter} from {sizes['source']}; smallest object {sizes['min_size']} px, "
+                   f"touching objects split {sizes['min_distance']} px apart, tracking radius {sizes['max_distance']} px")
+    return sizes
 
 
 def true_objects(truth: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
@@ -168,27 +182,87 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path) -> 
     data_hp = checkpoint["datamodule_hyper_parameters"]
     videos = cfg.videos if not isinstance(cfg.videos, str) else {Path(cfg.videos).stem: cfg.videos}
     options = cfg.segmentation
+    sizes = object_sizes(cfg, module)
     pixel_size, pixel_source = video_pixel_size(cfg.pixel_size, videos)
     rank_zero_info(f"Pixel size: {f'{pixel_size:g} µm' if pixel_size else 'unknown (sizes in pixels only)'} ({pixel_source})")
     rows, fits = [], []
+    truths = tracking_truths(cfg.get("tracking_gt"), videos)
+    tracking: dict[str, dict] = {}
     for condition, path in videos.items():
         r, f = vid.analyse_video(
             module, path, str(condition), cfg.frame_interval, out_dir, data_hp.get("normalization") or {},
-            pixel_size, module.hparams.threshold, options.min_size, options.min_distance,
-            options.max_distance, options.max_gap, options.min_track_fraction, cfg.batch_size,
-            options.get("overlay_video", True),
+            pixel_size, module.hparams.threshold, sizes["min_size"], sizes["min_distance"],
+            sizes["max_distance"], options.max_gap, options.min_track_fraction, cfg.batch_size,
+            options.get("overlay_video", True), options.get("area_weight", 0.0), options.get("splitting", False),
         )
         rows += r
         fits += f
+        if str(condition) in truths:
+            tracking[str(condition)] = score_tracking(out_dir / "tracks" / str(condition) / "ctc", truths[str(condition)])
+            rank_zero_info(f"{condition}: " + ", ".join(f"{k} {v:.3f}" for k, v in tracking[str(condition)].items()
+                                                         if isinstance(v, float)))
     names = [str(c) for c in videos]
     conditions = vid.summarise_conditions(names, fits)
+    for row in conditions:  # Cell Tracking Challenge scores beside the fits, where a ground truth was given
+        row.update({k: v for k, v in tracking.get(row["condition"], {}).items() if k in ("TRA", "DET", "SEG")})
     vid.write_csv(out_dir / "cells.csv", rows, vid.CELL_COLUMNS)
     vid.write_csv(out_dir / "fits.csv", fits, vid.FIT_COLUMNS)
-    vid.write_csv(out_dir / "conditions.csv", conditions, vid.CONDITION_COLUMNS)
+    vid.write_csv(out_dir / "conditions.csv", conditions,
+                  vid.CONDITION_COLUMNS + [k for k in ("TRA", "DET", "SEG") if any(k in c for c in conditions)])
     vid.plot_results(out_dir, names, rows, fits, pixel_size)
     return {"kind": "video", "videos": {str(k): str(v) for k, v in videos.items()}, "frame_interval_s": cfg.frame_interval,
-            "pixel_size_um": pixel_size, "pixel_size_source": pixel_source, "conditions": conditions,
+            "pixel_size_um": pixel_size, "pixel_size_source": pixel_source, "object_sizes": sizes, "conditions": conditions,
+            "tracking": tracking,
             "n_fitted_cells": len(fits)}
+
+
+def tracking_truths(given, videos: dict) -> dict[str, Path]:
+    """``tracking_gt=``: one Cell Tracking Challenge ground truth folder (one video) or ``{condition: folder}``,
+    each checked for the CTC layout (``TRA/man_track.txt`` and one ``TRA/man_trackTTT.tif`` per frame).
+
+    Raises:
+        ValueError: a condition that is not among the videos. ImageReadError: a folder in another layout.
+    """
+    if not given:
+        return {}
+    if isinstance(given, (str, Path)):
+        if len(videos) != 1:
+            raise ValueError("tracking_gt=<folder> names one ground truth, but there are several videos: give "
+                             "tracking_gt={CONDITION:folder,...}")
+        given = {str(next(iter(videos))): given}
+    truths = {}
+    for condition, folder in dict(given).items():
+        if str(condition) not in {str(c) for c in videos}:
+            raise ValueError(f"tracking_gt: {condition!r} is not one of the videos ({', '.join(map(str, videos))})")
+        folder = Path(folder)
+        masks = sorted((folder / "TRA").glob("man_track*.tif"))
+        if not (folder / "TRA" / "man_track.txt").is_file() or not masks:
+            raise ImageReadError(f"{folder}: not a Cell Tracking Challenge ground truth (expected TRA/man_track.txt and "
+                                 "TRA/man_trackTTT.tif, one per frame; SEG/man_segTTT.tif optional)")
+        truths[str(condition)] = folder
+    return truths
+
+
+def score_tracking(result: Path, truth: Path) -> dict[str, Any]:
+    """TRA, DET (and SEG when the ground truth has SEG masks) of a CTC result by py-ctcmetrics.
+
+    Raises:
+        ImageReadError: the ground truth does not have one TRA mask per frame of the result.
+    """
+    import contextlib
+    import io
+
+    from ctc_metrics import evaluate_sequence
+
+    frames = len(list(result.glob("mask*.tif")))
+    truth_frames = len(list((truth / "TRA").glob("man_track*.tif")))
+    if frames != truth_frames:
+        raise ImageReadError(f"{truth}: {truth_frames} ground-truth frames (TRA/man_trackTTT.tif) for a video of "
+                             f"{frames} frames")
+    metrics = ["TRA", "DET"] + (["SEG"] if list((truth / "SEG").glob("man_seg*.tif")) else [])
+    with contextlib.redirect_stdout(io.StringIO()):  # py-ctcmetrics prints its progress
+        scores = evaluate_sequence(str(result), str(truth), metrics, threads=1)
+    return {**{k: float(scores[k]) for k in metrics if scores.get(k) is not None}, "ground_truth": str(truth)}
 
 
 def video_pixel_size(given: float | None, videos: dict[str, str]) -> tuple[float | None, str]:

@@ -395,6 +395,46 @@ def agreed_pixel_size(sizes: dict[str, float | None], what: str) -> float | None
     return first
 
 
+def write_ctc(folder: str | Path, stack: np.ndarray, parents: dict[int, int] | None = None, mask_prefix: str = "mask",
+              track_file: str = "res_track.txt") -> Path:
+    """A Cell Tracking Challenge tracking result (or, with ``mask_prefix="man_track"`` and
+    ``track_file="man_track.txt"``, a ground truth TRA folder): one ``<prefix>TTT.tif`` per frame of the label stack
+    ``(T, H, W)`` (labels are track ids) and the track file with ``label first_frame last_frame parent`` lines.
+
+    The CTC format wants every label present from its first frame to its last, so a track missed in some frames is
+    cut there: the part after a gap becomes a new label whose parent is the part before. Daughters (``parents``:
+    track id -> mother's track id) hang on the last part of their mother.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stack = np.asarray(stack)
+    parents = parents or {}
+    digits = max(3, len(str(len(stack) - 1)))
+    out = np.zeros(stack.shape, np.uint16 if stack.max(initial=0) < 2**15 else np.uint32)
+    lines, next_label, last_part = [], int(stack.max(initial=0)) + 1, {}
+    present = {int(v): [] for v in np.unique(stack) if v}
+    for t, frame in enumerate(stack):
+        for v in np.unique(frame):
+            if v:
+                present[int(v)].append(t)
+    for track_id in sorted(present):
+        frames = np.array(present[track_id])
+        runs = np.split(frames, np.flatnonzero(np.diff(frames) > 1) + 1)
+        parent = last_part.get(parents.get(track_id, 0), 0)
+        for k, run in enumerate(runs):
+            label = track_id if k == 0 else next_label
+            next_label += int(k > 0)
+            for t in run:
+                out[t][stack[t] == track_id] = label
+            lines.append((label, int(run[0]), int(run[-1]), parent))
+            parent = label
+        last_part[track_id] = lines[-1][0]
+    for t, frame in enumerate(out):
+        tifffile.imwrite(folder / f"{mask_prefix}{t:0{digits}d}.tif", frame, compression="zlib")
+    (folder / track_file).write_text("".join(f"{a} {b} {c} {d}\n" for a, b, c, d in sorted(lines)))
+    return folder
+
+
 def to_dtype(image01: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Map an image in [0, 1] to the full range of ``dtype`` (floats are returned as float32)."""
     dtype = np.dtype(dtype)

@@ -113,6 +113,11 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         loss_cfg["pos_weight"] = (1 - fraction) / max(fraction, 1e-6)
         rank_zero_info(f"loss.pos_weight=auto: {fraction:.3f} of training pixels are foreground -> {loss_cfg['pos_weight']:.2f}")
     model = build(model_cfg, in_channels=datamodule.in_channels, out_channels=datamodule.out_channels)
+    if "object_scale" in model.hparams:  # segmenters: the size of the annotated objects, kept in the checkpoint
+        model.hparams.object_scale = scale = datamodule.object_scale()
+        if scale:
+            rank_zero_info(f"Object scale of the training annotations: diameter {scale['diameter_median']:.1f} px "
+                           f"(5-95%: {scale['diameter_p5']:.1f}-{scale['diameter_p95']:.1f}, {scale['n_objects']} objects)")
     check_setup(cfg, datamodule, model)  # bad settings stop here, before any file of the run is written
     save_config(cfg, output_dir / "config_resolved.yaml")
     init_report = init_weights_from(model, init_from) if init_from else None

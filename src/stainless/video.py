@@ -20,7 +20,7 @@ from scipy.optimize import curve_fit, linear_sum_assignment
 from skimage.measure import regionprops
 from tqdm.auto import tqdm
 
-from stainless.io import IMAGE_SUFFIXES, ImageReadError, normalize, read_image
+from stainless.io import IMAGE_SUFFIXES, ImageReadError, normalize, read_image, write_ctc, write_tiff
 from stainless.metrics.objects import instances_from_mask
 from stainless.tiling import predict_tiled
 
@@ -158,38 +158,68 @@ def video_pixel_size(path: str | Path) -> float | None:
     return pixel_size(path) if path.is_file() else None
 
 
-def track(detections: list[list[dict]], max_distance: float = 15.0, max_gap: int = 2) -> list[list[dict]]:
-    """Link per-frame detections into tracks by centroid distance (optimal assignment per frame).
+def track(detections: list[list[dict]], max_distance: float = 15.0, max_gap: int = 2, area_weight: float = 0.0,
+          splitting: bool = False) -> list[list[dict]]:
+    """Link per-frame detections into tracks with laptrack (linear assignment linking, gap closing and, optionally,
+    splitting for dividing cells; Jaqaman et al. 2008).
 
-    Hand-written (about thirty lines) because the linking libraries (trackpy, btrack) would add heavy
-    dependencies for this; scipy's ``linear_sum_assignment`` does the matching. A track survives up to
-    ``max_gap`` frames without a detection (a cell missed for a frame keeps its identity); cells may enter
-    and leave. Each detection gains ``cell`` (track id) and ``frame``.
+    Cost of a link: the squared distance between centroids, plus (``area_weight`` x the change of sqrt(area))^2
+    when ``area_weight`` > 0; links costing more than ``max_distance``^2 are not made. A cell may be missed for up
+    to ``max_gap`` frames and keep its identity (laptrack's ``gap_closing_max_frame_count`` is ``max_gap + 1``).
+    Cells may enter and leave. Each detection gains ``cell`` (track id, from 1), ``frame`` and ``parent`` (the
+    track it split from, 0 for none).
     """
-    tracks: list[dict[str, Any]] = []  # {"id", "last_frame", "y", "x"}
-    next_id = 1
+    import pandas as pd
+    from laptrack import LapTrack
+
+    rows = []
     for frame, cells in enumerate(detections):
-        active = [tr for tr in tracks if frame - tr["last_frame"] <= max_gap + 1]
-        cost = np.full((len(active), len(cells)), 1e6)
-        for i, tr in enumerate(active):
-            for j, cell in enumerate(cells):
-                d = np.hypot(tr["y"] - cell["y"], tr["x"] - cell["x"])
-                if d <= max_distance:
-                    cost[i, j] = d
-        assigned = set()
-        if cost.size:
-            for i, j in zip(*linear_sum_assignment(cost)):
-                if cost[i, j] < 1e6:
-                    active[i].update(last_frame=frame, y=cells[j]["y"], x=cells[j]["x"])
-                    cells[j]["cell"] = active[i]["id"]
-                    assigned.add(j)
         for j, cell in enumerate(cells):
-            if j not in assigned:
-                tracks.append({"id": next_id, "last_frame": frame, "y": cell["y"], "x": cell["x"]})
-                cell["cell"] = next_id
-                next_id += 1
-            cell["frame"] = frame
+            cell["frame"], cell["parent"] = frame, 0
+            rows.append((frame, j, cell["y"], cell["x"], area_weight * np.sqrt(cell.get("area", 0.0))))
+    if not rows:
+        return detections
+    table = pd.DataFrame(rows, columns=["frame", "j", "y", "x", "size"])
+    cutoff = float(max_distance) ** 2
+    tracker = LapTrack(cutoff=cutoff, gap_closing_cutoff=cutoff if max_gap > 0 else False,
+                       gap_closing_max_frame_count=max(1, int(max_gap) + 1),
+                       splitting_cutoff=cutoff if splitting else False)
+    tracks, splits, _ = tracker.predict_dataframe(table, ["y", "x", "size"], only_coordinate_cols=False)
+    parents = {int(r.child_track_id) + 1: int(r.parent_track_id) + 1 for r in splits.itertuples()} if len(splits) else {}
+    for row in tracks.itertuples():
+        cell = detections[int(row.frame)][int(row.j)]
+        cell["cell"] = int(row.track_id) + 1
+        cell["parent"] = parents.get(cell["cell"], 0)
     return detections
+
+
+def track_labels(labels: list[np.ndarray], detections: list[list[dict]]) -> np.ndarray:
+    """The label stack (T, H, W) relabelled so that each pixel holds its track id (uint16, uint32 past 65535)."""
+    top = max((c["cell"] for cells in detections for c in cells), default=0)
+    out = np.zeros((len(labels), *labels[0].shape) if labels else (0, 0, 0), np.uint16 if top < 2**16 else np.uint32)
+    for t, (frame_labels, cells) in enumerate(zip(labels, detections)):
+        lut = np.zeros(int(frame_labels.max()) + 1, out.dtype)
+        for cell in cells:
+            lut[cell["label"]] = cell["cell"]
+        out[t] = lut[frame_labels]
+    return out
+
+
+def write_tracks(out_dir: Path, condition: str, rows: list[dict], stack: np.ndarray, pixel_size: float | None) -> Path:
+    """One condition's tracks: ``tracks.csv``, ``tracks_napari.csv``, ``labels.tif`` (track ids) and a Cell Tracking
+    Challenge result (``ctc/res_track.txt`` + ``ctc/maskTTT.tif``), in ``tracks/<condition>/``."""
+    folder = out_dir / "tracks" / condition
+    folder.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(rows, key=lambda r: (r["cell"], r["frame"]))
+    write_csv(folder / "tracks.csv", [{"track_id": r["cell"], "frame": r["frame"], "time_s": r["time_s"], "y": r["y"],
+                                       "x": r["x"], "area": r["area"], "area_um2": r.get("area_um2"),
+                                       "parent": r["parent"]} for r in ordered], TRACK_COLUMNS)
+    # napari: viewer.add_tracks(numpy.loadtxt("tracks_napari.csv", delimiter=",", skiprows=1)) - track_id, t, y, x
+    write_csv(folder / "tracks_napari.csv", [{"track_id": r["cell"], "t": r["frame"], "y": r["y"], "x": r["x"]}
+                                             for r in ordered], ["track_id", "t", "y", "x"])
+    write_tiff(folder / "labels.tif", stack, pixel_size, axes="TYX")
+    write_ctc(folder / "ctc", stack, {r["cell"]: r["parent"] for r in rows})  # scored by py-ctcmetrics
+    return folder
 
 
 def shrink_model(t: np.ndarray, a0: float, tau: float, fraction: float) -> np.ndarray:
@@ -234,11 +264,12 @@ def analyse_video(
     module, path: str | Path, condition: str, frame_interval: float, out_dir: Path, normalization: dict,
     pixel_size: float | None = None, threshold: float = 0.5, min_size: int = 30, min_distance: int = 7,
     max_distance: float = 15.0, max_gap: int = 2, min_track_fraction: float = 0.8, batch_size: int = 8,
-    overlay_video: bool = True,
+    overlay_video: bool = True, area_weight: float = 0.0, splitting: bool = False,
 ) -> tuple[list[dict], list[dict]]:
     """Segment, track, measure and fit one video; returns (rows per cell per frame, fits per cell).
 
-    ``overlay_video`` also writes ``<condition>_overlay.mp4`` (outlines and track ids on every frame).
+    Writes the condition's tracks (:func:`write_tracks`); ``overlay_video`` also writes ``<condition>_overlay.mp4``
+    (outlines and track ids on every frame).
     """
     frames = read_frames(path)
 
@@ -253,8 +284,9 @@ def analyse_video(
             segment_frames(module, frames, normalization, batch_size), total=len(frames),
             desc=f"{condition}: frames", unit="frame")]
         all_labels, detections = map(list, zip(*(job.result() for job in pending))) if pending else ([], [])
-    track(detections, max_distance, max_gap)
+    track(detections, max_distance, max_gap, area_weight, splitting)
     rows = [{"condition": condition, "time_s": d["frame"] * frame_interval, **d} for cells in detections for d in cells]
+    write_tracks(out_dir, condition, rows, track_labels(all_labels, detections), pixel_size)
     if overlay_video:
         overlay = (_overlay(f, lab, cells) for f, lab, cells in zip(frames, all_labels, detections))
         write_video(out_dir / f"{condition}_overlay.mp4", overlay, fps=max(1.0, 1.0 / max(frame_interval, 1e-3)))
@@ -287,8 +319,9 @@ def summarise_conditions(conditions: list[str], fits: list[dict]) -> list[dict]:
 
 
 CELL_COLUMNS = ["condition", "time_s", "label", "y", "x", "area", "perimeter", "equivalent_diameter",
-                "circularity", "cell", "frame", "area_um2", "perimeter_um", "equivalent_diameter_um"]
+                "circularity", "cell", "frame", "parent", "area_um2", "perimeter_um", "equivalent_diameter_um"]
 FIT_COLUMNS = ["condition", "cell", "n_frames", "a0", "tau", "final_fraction", "r2", "a0_um2"]
+TRACK_COLUMNS = ["track_id", "frame", "time_s", "y", "x", "area", "area_um2", "parent"]
 CONDITION_COLUMNS = ["condition", "n_cells", "tau_median", "tau_q25", "tau_q75", "final_fraction_median"]
 
 

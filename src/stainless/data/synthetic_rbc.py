@@ -25,6 +25,7 @@ import tifffile
 from scipy import ndimage as ndi
 
 from stainless.data.synthetic import write_dataset
+from stainless.io import write_ctc
 
 # Osmotic shrinking kinetics of the synthetic conditions: time constant (s) and final area fraction.
 CONDITIONS = {"UREA": (12.0, 0.62), "NaCl": (25.0, 0.72), "sucrose": (45.0, 0.80)}
@@ -141,7 +142,7 @@ def _write_videos(folder: Path, size: int, n_frames: int, interval: float, n_cel
     for c_index, (condition, (tau, fraction)) in enumerate(CONDITIONS.items()):
         rng = np.random.default_rng([seed, 1000 + c_index])
         cells = _place_cells(rng, size, n_cells, radius)
-        frames = []
+        frames, stack = [], []
         for frame in range(n_frames):
             t = frame * interval
             area_scale = shrink_curve(t, tau, fraction)
@@ -150,9 +151,16 @@ def _write_videos(folder: Path, size: int, n_frames: int, interval: float, n_cel
                 cell["cx"] = float(np.clip(cell["cx"] + rng.normal(0, 0.2), cell["r"] + 2, size - cell["r"] - 2))
             image, labels = _render(rng, size, cells, np.full(len(cells), np.sqrt(area_scale)))
             frames.append(image)
+            stack.append(labels)
             areas = np.bincount(labels.ravel(), minlength=len(cells) + 1)
             truth_rows += [[condition, i + 1, frame, t, int(areas[i + 1])] for i in range(len(cells))]
         tifffile.imwrite(folder / f"{condition}.tif", np.stack(frames), metadata={"axes": "TYX"})
+        # the Cell Tracking Challenge ground truth of this video (evaluate.py tracking_gt=...): every cell one track
+        write_ctc(folder / f"{condition}_GT" / "TRA", np.stack(stack), None, "man_track", "man_track.txt")
+        (folder / f"{condition}_GT" / "SEG").mkdir()
+        for t, labels in enumerate(stack):
+            digits = max(3, len(str(n_frames - 1)))
+            tifffile.imwrite(folder / f"{condition}_GT" / "SEG" / f"man_seg{t:0{digits}d}.tif", labels.astype(np.uint16))
     with open(folder / "truth.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["condition", "cell", "frame", "time_s", "area_px"])

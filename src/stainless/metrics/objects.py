@@ -77,3 +77,69 @@ def match_objects(true: np.ndarray, pred: np.ndarray, thresholds: Sequence[float
     result["missed"] = sorted(set(int(i) for i in true_ids) - {a for a, _ in matched})
     result["spurious"] = sorted(set(int(i) for i in pred_ids) - {b for _, b in matched})
     return result
+
+
+def mean_average_precision(by_threshold: dict) -> float:
+    """The DSB 2018 score: mean over IoU thresholds 0.5..0.95 of TP / (TP + FP + FN) (pooled counts)."""
+    values = [s["tp"] / (s["tp"] + s["fp"] + s["fn"]) if s["tp"] + s["fp"] + s["fn"] else 1.0
+              for s in by_threshold.values()]
+    return float(np.mean(values)) if values else float("nan")
+
+
+# -- the size of the objects: learned from the annotations, not guessed ------------------------------------------
+
+# Defaults when no object scale is known (an older checkpoint): sized for the synthetic red blood cells.
+DEFAULT_SIZES = {"min_size": 30, "min_distance": 7, "max_distance": 15.0}
+
+
+def object_diameters(labels: np.ndarray) -> np.ndarray:
+    """Equivalent-disk diameter, sqrt(4 area / pi), of every labelled object (pixels)."""
+    areas = np.bincount(np.asarray(labels, np.int64).ravel())[1:]
+    return np.sqrt(4 * areas[areas > 0] / np.pi)
+
+
+def scale_summary(diameters: np.ndarray) -> dict | None:
+    """Median and 5-95% range of object diameters, and how many objects they come from (None without objects)."""
+    if not len(diameters):
+        return None
+    p5, median, p95 = np.percentile(diameters, [5, 50, 95])
+    return {"diameter_median": float(median), "diameter_p5": float(p5), "diameter_p95": float(p95),
+            "n_objects": int(len(diameters))}
+
+
+def size_parameters(options, recorded: dict | None) -> dict:
+    """Pixel sizes of the object post-processing: each given setting (a number) wins; ``auto`` derives it from
+    ``options["diameter"]`` (a number) or the diameter recorded from the training annotations.
+
+    Derived: ``min_size`` is the area of a disk half as wide as the smallest usual object (5th percentile);
+    ``min_distance`` (closest centres of touching objects split apart) 0.3 diameters; ``max_distance`` (largest
+    move between frames when tracking) one diameter. Without any scale, the synthetic-cell defaults.
+
+    Returns:
+        ``min_size``, ``min_distance``, ``max_distance``, ``diameter`` and ``source`` (where the scale came from).
+
+    Raises:
+        ValueError: a diameter or size that is not ``auto`` or a positive number.
+    """
+    get = options.get if hasattr(options, "get") else lambda k, d=None: getattr(options, k, d)
+    diameter = get("diameter", "auto")
+    for key in ("diameter", "min_size", "min_distance", "max_distance"):
+        value = get(key, "auto")
+        if value is not None and value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                                     or value <= 0):
+            raise ValueError(f"segmentation.{key}={value!r}: must be auto or a positive number of pixels")
+    if diameter not in (None, "auto"):
+        median, p5, source = float(diameter), 0.7 * float(diameter), f"segmentation.diameter={diameter}"
+    elif recorded:
+        median, p5 = recorded["diameter_median"], recorded["diameter_p5"]
+        source = (f"the training annotations ({recorded['n_objects']} objects, diameter 5-95%: "
+                  f"{recorded['diameter_p5']:.1f}-{recorded['diameter_p95']:.1f} px)")
+    else:
+        median = p5 = None
+        source = "defaults (no object scale recorded in the checkpoint; set segmentation.diameter=<pixels>)"
+    derived = DEFAULT_SIZES if median is None else {
+        "min_size": max(4, int(round(np.pi / 4 * (0.5 * p5) ** 2))), "min_distance": max(2, int(round(0.3 * median))),
+        "max_distance": float(round(median, 1))}
+    sizes = {key: (get(key, "auto") if get(key, "auto") not in (None, "auto") else value) for key, value in derived.items()}
+    sizes["min_size"], sizes["min_distance"] = int(sizes["min_size"]), int(sizes["min_distance"])
+    return {**sizes, "diameter": median, "source": source}

@@ -111,6 +111,8 @@ class SegmentationModule(StainlessModule):
         n_visuals: validation images in the logged picture grid.
         lr: the learning rate the optimiser config refers to (``model.lr``).
         out_channels: alias of ``classes`` filled in by the trainer from the data; ignored if ``classes`` is set.
+        object_scale: diameters of the training annotations' objects (median, 5-95%, count), recorded by ``train``
+            so that evaluation sizes its post-processing from them (``segmentation.diameter=auto``).
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class SegmentationModule(StainlessModule):
         n_visuals: int = 4,
         lr: float | None = None,
         out_channels: int | None = None,
+        object_scale: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         classes = classes or out_channels or 1

@@ -123,5 +123,5 @@ def test_segmentation_evaluate_and_video_round_trip(cfg_train, cfg_eval, tmp_pat
         assert (vout / name).is_file(), name
     assert list(vout.glob("A_overlay.*"))
     header = (vout / "cells.csv").read_text().splitlines()[0]
-    assert header == ("condition,time_s,label,y,x,area,perimeter,equivalent_diameter,circularity,cell,frame,"
+    assert header == ("condition,time_s,label,y,x,area,perimeter,equivalent_diameter,circularity,cell,frame,parent,"
                       "area_um2,perimeter_um,equivalent_diameter_um")

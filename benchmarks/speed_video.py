@@ -2,7 +2,8 @@
 
 4. Frames per second of analyse_video (read, segment, split touching cells, measure, track, fit, overlay video)
    against segmentation inference alone on the same frames [target: overhead <= 15%]; cost for 100, 200 and 400
-   frames [target: linear] and for few vs many cells.
+   frames [target: linear] and for few vs many cells; peak memory (tracemalloc) for 400 vs 40 frames [target:
+   within 25%].
 
 The segmenter is the RBC recipe trained briefly here (speed does not need a converged model, but the number of
 detected cells, which tracking cost depends on, should be realistic).
@@ -49,7 +50,7 @@ def trained_segmenter(root: Path, epochs: int):
 def video(root: Path, frames: int, cells: int) -> Path:
     data = generate_rbc_dataset(root / f"v{frames}_{cells}", n_frames=1, n_labelme=1, video_frames=frames,
                                 video_cells=cells)
-    return sorted((data / "videos").glob("*"))[0]
+    return sorted((data / "videos").glob("*.tif"))[0]
 
 
 def time_segmentation(module, path: Path) -> float:
@@ -69,14 +70,37 @@ def time_analysis(module, path: Path, out: Path, overlay_video: bool = True) -> 
     return time.perf_counter() - started
 
 
+def peak_memory(module, path: Path, out: Path) -> float:
+    """Peak Python-side memory (numpy arrays included, tracemalloc) of analyse_video, in MiB."""
+    import tracemalloc
+
+    out.mkdir(parents=True, exist_ok=True)
+    tracemalloc.start()
+    try:
+        with torch.no_grad():
+            analyse_video(module, path, "memory", 1.0, out, NORMALIZATION, overlay_video=True)
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak memory for 40 and 400 frames")
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         module = trained_segmenter(root, 2 if args.quick else 6)
+        memory = {n: peak_memory(module, video(root, n, 12), root / f"mem{n}") for n in (40, 400)}
+        memory_record = {"peak_mib": {f"{n}_frames": v for n, v in memory.items()}, "ratio_400_to_40": memory[400] / memory[40],
+                         "target_ratio": 1.25}
+        if args.memory_only:
+            write_result("speed_video_memory", memory_record,
+                         f"peak memory of analyse_video: 40 frames {memory[40]:.1f} MiB, 400 frames {memory[400]:.1f} MiB "
+                         f"(x{memory[400] / memory[40]:.2f}; target <= x1.25)")
+            return
         lengths = (20, 40) if args.quick else (100, 200, 400)
         runs = {}
         for frames, cells in [(n, 12) for n in lengths] + [(lengths[0], 4), (lengths[0], 30)]:
@@ -97,7 +121,7 @@ def main() -> None:
     linearity = {k: (r["analysis_s"] / base["analysis_s"]) / (r["frames"] / base["frames"])
                  for k, r in runs.items() if r["cells"] == 12}
     worst = max(r["overhead"] for r in runs.values())
-    record = {"runs": runs, "overhead_target": 0.15, "overhead_ok": worst <= 0.15,
+    record = {"runs": runs, "overhead_target": 0.15, "overhead_ok": worst <= 0.15, "memory": memory_record,
               "time_per_frame_relative_to_shortest": linearity}
     write_result("speed_video", record,
                  f"analysis {base['analysis_fps']:.1f} fps vs segmentation {base['segmentation_fps']:.1f} fps "
@@ -105,7 +129,8 @@ def main() -> None:
                  f"video; worst {worst:+.0%}; target <= 15%); per-frame cost at "
                  + ", ".join(f"{runs[k]['frames']} frames x{v:.2f}" for k, v in linearity.items())
                  + f"; 4 vs 30 cells: {runs[f'{lengths[0]}_frames_4_cells']['analysis_s']:.1f} s vs "
-                 + f"{runs[f'{lengths[0]}_frames_30_cells']['analysis_s']:.1f} s")
+                 + f"{runs[f'{lengths[0]}_frames_30_cells']['analysis_s']:.1f} s; peak memory 400 vs 40 frames "
+                 + f"x{memory_record['ratio_400_to_40']:.2f}")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import pytest
 import tifffile
 
 from stainless.evaluate_segmentation import score_tracking, tracking_truths
-from stainless.io import ImageReadError, write_ctc
-from stainless.video import track, track_labels, write_tracks
+from stainless.io import ImageReadError, pixel_size, write_ctc
+from stainless.video import TrackOutputs, count_frames, iter_frames, track, write_track_tables
 
 
 def _dets(positions, area=100.0):
@@ -87,15 +87,45 @@ def test_track_files_for_napari_and_ctc(tmp_path):
                            for r in regionprops(frame.astype(int))])
     track(detections, max_distance=5, max_gap=2)
     rows = [{**d, "time_s": d["frame"] * 2.0} for cells in detections for d in cells]
-    relabelled = track_labels(list(stack.astype(np.int32)), detections)
-    folder = write_tracks(tmp_path, "A", rows, relabelled, 0.5)
+    folder = tmp_path / "tracks" / "A"
+    write_track_tables(folder, rows)
+    outputs = TrackOutputs(folder, detections, stack.shape[1:], 0.5)
+    for t, frame in enumerate(stack):
+        outputs.write(t, frame.astype(np.int32))
+    outputs.close()
     napari = np.loadtxt(folder / "tracks_napari.csv", delimiter=",", skiprows=1)
     assert napari.shape == (len(rows), 4) and len(np.unique(napari[:, 0])) == 2  # track_id, t, y, x
     labels = tifffile.imread(folder / "labels.tif")
     assert labels.shape == stack.shape and set(np.unique(labels)) == {0, 1, 2}
+    assert pixel_size(folder / "labels.tif") == pytest.approx(0.5)
     assert (folder / "ctc" / "res_track.txt").is_file() and len(list((folder / "ctc").glob("mask*.tif"))) == 6
+    write_ctc(tmp_path / "gt" / "TRA", stack, None, "man_track", "man_track.txt")
+    assert score_tracking(folder / "ctc", tmp_path / "gt")["TRA"] == pytest.approx(1.0)
     header = (folder / "tracks.csv").read_text().splitlines()[0]
     assert header == "track_id,frame,time_s,y,x,area,area_um2,parent"
+
+
+def test_frames_are_decoded_one_at_a_time(tmp_path, monkeypatch):
+    """The reader streams: taking 3 frames of a 40-frame TIFF decodes 3 pages, not 40."""
+    tifffile.imwrite(tmp_path / "v.tif", np.zeros((40, 16, 16), np.uint8), metadata={"axes": "TYX"})
+    decoded = []
+    original = tifffile.TiffPage.asarray
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", lambda self, *a, **k: decoded.append(1) or original(self, *a, **k))
+    frames = iter_frames(tmp_path / "v.tif")
+    first = [next(frames) for _ in range(3)]
+    assert len(decoded) == 3 and first[0].shape == (1, 16, 16)
+    assert count_frames(tmp_path / "v.tif") == 40
+
+
+def test_a_corrupt_frame_is_named(tmp_path):
+    (tmp_path / "frames").mkdir()
+    for t in range(4):
+        tifffile.imwrite(tmp_path / "frames" / f"f{t}.tif", np.zeros((16, 16), np.uint8))
+    (tmp_path / "frames" / "f2.tif").write_bytes(b"II*\x00broken")
+    frames = iter_frames(tmp_path / "frames")
+    next(frames), next(frames)
+    with pytest.raises(ImageReadError, match=r"f2\.tif: cannot decode image"):
+        next(frames)
 
 
 def test_a_tracking_ground_truth_in_the_wrong_layout_is_named(tmp_path):

@@ -395,44 +395,67 @@ def agreed_pixel_size(sizes: dict[str, float | None], what: str) -> float | None
     return first
 
 
-def write_ctc(folder: str | Path, stack: np.ndarray, parents: dict[int, int] | None = None, mask_prefix: str = "mask",
-              track_file: str = "res_track.txt") -> Path:
+class CTCWriter:
     """A Cell Tracking Challenge tracking result (or, with ``mask_prefix="man_track"`` and
-    ``track_file="man_track.txt"``, a ground truth TRA folder): one ``<prefix>TTT.tif`` per frame of the label stack
-    ``(T, H, W)`` (labels are track ids) and the track file with ``label first_frame last_frame parent`` lines.
+    ``track_file="man_track.txt"``, a ground-truth TRA folder), written frame by frame: one ``<prefix>TTT.tif`` per
+    frame (labels are track ids) and, on :meth:`close`, the track file of ``label first_frame last_frame parent``
+    lines.
 
     The CTC format wants every label present from its first frame to its last, so a track missed in some frames is
     cut there: the part after a gap becomes a new label whose parent is the part before. Daughters (``parents``:
-    track id -> mother's track id) hang on the last part of their mother.
+    track id -> mother's track id) hang on the last part of their mother. The cuts are worked out from ``presence``
+    (track id -> the frames it is in) before the first frame is written.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+
+    def __init__(self, folder: str | Path, presence: dict[int, list[int]], n_frames: int,
+                 parents: dict[int, int] | None = None, mask_prefix: str = "mask", track_file: str = "res_track.txt"):
+        self.folder, self.mask_prefix, self.track_file = Path(folder), mask_prefix, track_file
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.digits = max(3, len(str(max(n_frames, 1) - 1)))
+        self.lines: list[tuple[int, int, int, int]] = []
+        self.relabel: dict[int, dict[int, int]] = {}  # frame -> {track id: CTC label}
+        next_label, last_part = max(presence, default=0) + 1, {}
+        parents = parents or {}
+        for track_id in sorted(presence):
+            frames = np.array(sorted(set(presence[track_id])))
+            runs = np.split(frames, np.flatnonzero(np.diff(frames) > 1) + 1)
+            parent = last_part.get(parents.get(track_id, 0), 0)
+            for k, run in enumerate(runs):
+                label = track_id if k == 0 else next_label
+                next_label += int(k > 0)
+                for t in run:
+                    self.relabel.setdefault(int(t), {})[track_id] = label
+                self.lines.append((label, int(run[0]), int(run[-1]), parent))
+                parent = label
+            last_part[track_id] = self.lines[-1][0]
+        self.dtype = np.uint16 if next_label < 2**16 else np.uint32
+
+    def write(self, t: int, tracks: np.ndarray) -> None:
+        """Frame ``t``, given as an image of track ids."""
+        mapping = self.relabel.get(t, {})
+        lut = np.zeros(max([int(tracks.max(initial=0)), *mapping]) + 1, self.dtype)
+        for track_id, label in mapping.items():
+            lut[track_id] = label
+        tifffile.imwrite(self.folder / f"{self.mask_prefix}{t:0{self.digits}d}.tif", lut[tracks], compression="zlib")
+
+    def close(self) -> Path:
+        (self.folder / self.track_file).write_text("".join(f"{a} {b} {c} {d}\n" for a, b, c, d in sorted(self.lines)))
+        return self.folder
+
+
+def write_ctc(folder: str | Path, stack: np.ndarray, parents: dict[int, int] | None = None, mask_prefix: str = "mask",
+              track_file: str = "res_track.txt") -> Path:
+    """A whole label stack ``(T, H, W)`` (labels are track ids) as a CTC folder: see :class:`CTCWriter`."""
     stack = np.asarray(stack)
-    parents = parents or {}
-    digits = max(3, len(str(len(stack) - 1)))
-    out = np.zeros(stack.shape, np.uint16 if stack.max(initial=0) < 2**15 else np.uint32)
-    lines, next_label, last_part = [], int(stack.max(initial=0)) + 1, {}
-    present = {int(v): [] for v in np.unique(stack) if v}
+    presence: dict[int, list[int]] = {}
     for t, frame in enumerate(stack):
         for v in np.unique(frame):
             if v:
-                present[int(v)].append(t)
-    for track_id in sorted(present):
-        frames = np.array(present[track_id])
-        runs = np.split(frames, np.flatnonzero(np.diff(frames) > 1) + 1)
-        parent = last_part.get(parents.get(track_id, 0), 0)
-        for k, run in enumerate(runs):
-            label = track_id if k == 0 else next_label
-            next_label += int(k > 0)
-            for t in run:
-                out[t][stack[t] == track_id] = label
-            lines.append((label, int(run[0]), int(run[-1]), parent))
-            parent = label
-        last_part[track_id] = lines[-1][0]
-    for t, frame in enumerate(out):
-        tifffile.imwrite(folder / f"{mask_prefix}{t:0{digits}d}.tif", frame, compression="zlib")
-    (folder / track_file).write_text("".join(f"{a} {b} {c} {d}\n" for a, b, c, d in sorted(lines)))
-    return folder
+                presence.setdefault(int(v), []).append(t)
+    writer = CTCWriter(folder, presence, len(stack), parents, mask_prefix, track_file)
+    for t, frame in enumerate(stack):
+        writer.write(t, frame)
+    return writer.close()
 
 
 def to_dtype(image01: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -20,40 +20,105 @@ from scipy.optimize import curve_fit, linear_sum_assignment
 from skimage.measure import regionprops
 from tqdm.auto import tqdm
 
-from stainless.io import IMAGE_SUFFIXES, ImageReadError, normalize, read_image, write_ctc, write_tiff
+from stainless.io import IMAGE_SUFFIXES, CTCWriter, ImageReadError, normalize, read_image
 from stainless.metrics.objects import instances_from_mask
 from stainless.tiling import predict_tiled
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 
 
-def read_frames(path: str | Path) -> np.ndarray:
-    """All frames of a video as float32 (T, C, H, W): mp4/avi (ffmpeg), multi-page TIFF, or a folder of images.
+def _frame_chw(array: np.ndarray) -> np.ndarray:
+    """One frame as float32 (C, H, W): grey (H, W), or colour with the channels last (H, W, <=4) or first."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        return array[None].astype(np.float32)
+    return (np.moveaxis(array, -1, 0) if array.shape[-1] <= 4 else array).astype(np.float32)
+
+
+def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """The frames of a video one at a time, as float32 (C, H, W), decoding each only when it is asked for: a
+    multi-page TIFF page by page, a folder image by image, an mp4/avi frame by frame (PyAV, else ffmpeg). Memory
+    does not grow with the length of the video.
 
     Raises:
-        ImageReadError: missing or unreadable input, named with the reason.
+        ImageReadError: missing or unreadable input, or a frame that cannot be decoded (named by its index).
     """
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ImageReadError(f"{path}: no frames (images) in this folder")
-        return np.stack([read_image(p) for p in files])
+        for file in files:
+            yield read_image(file)
+        return
     if not path.is_file():
         raise ImageReadError(f"{path}: video does not exist")
     suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        yield from _tiff_frames(path)
+        return
+    if suffix not in VIDEO_SUFFIXES:
+        raise ImageReadError(f"{path}: unsupported video format {suffix!r}; use mp4/avi, a TIFF stack or a folder")
+    index = 0
     try:
-        if suffix in (".tif", ".tiff"):
-            array = tifffile.imread(path).astype(np.float32)
-            if array.ndim == 2:
-                array = array[None]
-            return array[:, None] if array.ndim == 3 else np.moveaxis(array, -1, 1) if array.shape[-1] <= 4 else array
-        if suffix in VIDEO_SUFFIXES:
-            frames = np.asarray(iio.imread(path, plugin="pyav") if _has_pyav() else _ffmpeg_frames(path))
-            return np.moveaxis(frames.astype(np.float32), -1, 1) if frames.ndim == 4 else frames[:, None].astype(np.float32)
+        frames = iio.imiter(path, plugin="pyav") if _has_pyav() else _ffmpeg_frames(path)
+        for index, frame in enumerate(frames):
+            yield _frame_chw(frame)
+    except ImageReadError:
+        raise
+    except Exception as error:
+        raise ImageReadError(f"{path}: cannot read video frame {index} ({type(error).__name__}: {error})") from None
+
+
+def _tiff_frames(path: Path) -> Iterator[np.ndarray]:
+    try:
+        tif = tifffile.TiffFile(path)
     except Exception as error:
         raise ImageReadError(f"{path}: cannot read video ({type(error).__name__}: {error})") from None
-    raise ImageReadError(f"{path}: unsupported video format {suffix!r}; use mp4/avi, a TIFF stack or a folder")
+    with tif:
+        series = tif.series[0]
+        axes, shape = series.axes, series.shape
+        # one page per frame (T/Z/I Y X, with samples per pixel S last): decode page by page
+        per_page = len(series.pages) == (shape[0] if len(shape) > 2 and axes[0] in "TZIQ" else 1)
+        if not per_page or len(shape) == 2:
+            try:
+                array = series.asarray()
+            except Exception as error:
+                raise ImageReadError(f"{path}: cannot read video ({type(error).__name__}: {error})") from None
+            frames = array[None] if array.ndim == 2 else array
+            for frame in frames:
+                yield _frame_chw(frame)
+            return
+        for index, page in enumerate(series.pages):
+            try:
+                frame = page.asarray()
+            except Exception as error:
+                raise ImageReadError(f"{path}: cannot read video frame {index} ({type(error).__name__}: {error})") from None
+            yield _frame_chw(frame)
+
+
+def count_frames(path: str | Path) -> int | None:
+    """The number of frames of a video from its header or folder listing; None when only decoding would say."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+        try:
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.series[0].shape
+                return shape[0] if len(shape) > 2 and tif.series[0].axes[0] in "TZIQ" else 1
+        except Exception:  # an unreadable file is named by iter_frames
+            return None
+    return None
+
+
+def read_frames(path: str | Path) -> np.ndarray:
+    """All frames of a video as float32 (T, C, H, W) (see :func:`iter_frames`, which streams them instead).
+
+    Raises:
+        ImageReadError: missing or unreadable input, named with the reason.
+    """
+    return np.stack(list(iter_frames(path)))
 
 
 def _has_pyav() -> bool:
@@ -64,48 +129,72 @@ def _has_pyav() -> bool:
     return True
 
 
-def _ffmpeg_frames(path: Path) -> np.ndarray:
+def _ffmpeg_frames(path: Path) -> Iterator[np.ndarray]:
     import imageio.v2 as iio2
 
     with iio2.get_reader(path, format="FFMPEG") as reader:
-        return np.stack([np.asarray(f) for f in reader])
+        for frame in reader:
+            yield np.asarray(frame)
+
+
+class VideoWriter:
+    """RGB uint8 frames appended one at a time to an mp4 (ffmpeg), or to a multi-page TIFF where ffmpeg is not
+    available; nothing is held in memory."""
+
+    def __init__(self, path: Path, fps: float = 10.0):
+        self.path, self._writer, self._tiff = Path(path), None, None
+        try:
+            import imageio.v2 as iio2
+
+            self._writer = iio2.get_writer(self.path, format="FFMPEG", fps=fps, macro_block_size=1)
+        except Exception:  # no ffmpeg: a TIFF stack instead
+            self.path = self.path.with_suffix(".tif")
+            self._tiff = tifffile.TiffWriter(self.path)
+
+    def append(self, frame: np.ndarray) -> None:
+        if self._writer is not None:
+            self._writer.append_data(frame)
+        else:
+            self._tiff.write(frame, photometric="rgb", contiguous=True)
+
+    def close(self) -> Path:
+        (self._writer or self._tiff).close()
+        return self.path
 
 
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 10.0) -> Path:
-    """RGB uint8 frames to mp4 (ffmpeg), or to a multi-page TIFF where ffmpeg is unavailable."""
-    frames = list(frames)
+    """RGB uint8 frames to mp4 (ffmpeg), or to a multi-page TIFF where ffmpeg is unavailable, as they come."""
+    writer = VideoWriter(path, fps)
     try:
-        import imageio.v2 as iio2
-
-        with iio2.get_writer(path, format="FFMPEG", fps=fps, macro_block_size=1) as writer:
-            for frame in frames:
-                writer.append_data(frame)
-        return path
-    except Exception:
-        fallback = path.with_suffix(".tif")
-        tifffile.imwrite(fallback, np.stack(frames), photometric="rgb")
-        return fallback
+        for frame in frames:
+            writer.append(frame)
+    finally:
+        path = writer.close()
+    return path
 
 
 @torch.no_grad()
-def segment_frames(module, frames: np.ndarray, normalization: dict, batch_size: int = 8,
+def segment_frames(module, frames: Iterable[np.ndarray], normalization: dict, batch_size: int = 8,
                    tile_size: int = 512) -> Iterator[np.ndarray]:
-    """Foreground probability (H, W) of each frame; whole frames in batches when they fit a tile."""
+    """Foreground probability (H, W) of each frame, frames taken from any iterable (a stream) in batches; whole
+    frames when they fit a tile, else tiled one by one."""
+    import itertools
+
     device = next(module.parameters()).device
     multiple = module.size_multiple
-    t, _, h, w = frames.shape
-    if max(h, w) <= tile_size:
+    frames = iter(frames)
+    while batch := list(itertools.islice(frames, batch_size)):
+        h, w = batch[0].shape[-2:]
+        if max(h, w) > tile_size:
+            for frame in batch:
+                x = torch.from_numpy(normalize(frame, **normalization)).to(device)
+                yield predict_tiled(lambda b: _foreground(module, b)[:, None], x, tile_size, 0.25, batch_size,
+                                    multiple)[0].cpu().numpy()
+            continue
         ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
-        for start in range(0, t, batch_size):
-            batch = np.stack([normalize(f, **normalization) for f in frames[start : start + batch_size]])
-            x = torch.from_numpy(batch).to(device)
-            x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h), mode="reflect" if ph - h < h and pw - w < w else "replicate")
-            probs = _foreground(module, x)[:, :h, :w].cpu().numpy()
-            yield from probs
-        return
-    for frame in frames:
-        x = torch.from_numpy(normalize(frame, **normalization)).to(device)
-        yield predict_tiled(lambda b: _foreground(module, b)[:, None], x, tile_size, 0.25, batch_size, multiple)[0].cpu().numpy()
+        x = torch.from_numpy(np.stack([normalize(f, **normalization) for f in batch])).to(device)
+        x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h), mode="reflect" if ph - h < h and pw - w < w else "replicate")
+        yield from _foreground(module, x)[:, :h, :w].cpu().numpy()
 
 
 def _foreground(module, x: torch.Tensor) -> torch.Tensor:
@@ -193,33 +282,54 @@ def track(detections: list[list[dict]], max_distance: float = 15.0, max_gap: int
     return detections
 
 
-def track_labels(labels: list[np.ndarray], detections: list[list[dict]]) -> np.ndarray:
-    """The label stack (T, H, W) relabelled so that each pixel holds its track id (uint16, uint32 past 65535)."""
-    top = max((c["cell"] for cells in detections for c in cells), default=0)
-    out = np.zeros((len(labels), *labels[0].shape) if labels else (0, 0, 0), np.uint16 if top < 2**16 else np.uint32)
-    for t, (frame_labels, cells) in enumerate(zip(labels, detections)):
-        lut = np.zeros(int(frame_labels.max()) + 1, out.dtype)
-        for cell in cells:
-            lut[cell["label"]] = cell["cell"]
-        out[t] = lut[frame_labels]
-    return out
-
-
-def write_tracks(out_dir: Path, condition: str, rows: list[dict], stack: np.ndarray, pixel_size: float | None) -> Path:
-    """One condition's tracks: ``tracks.csv``, ``tracks_napari.csv``, ``labels.tif`` (track ids) and a Cell Tracking
-    Challenge result (``ctc/res_track.txt`` + ``ctc/maskTTT.tif``), in ``tracks/<condition>/``."""
-    folder = out_dir / "tracks" / condition
+def write_track_tables(folder: Path, rows: list[dict]) -> None:
+    """``tracks.csv`` (track_id, frame, time_s, y, x, area, area_um2, parent) and ``tracks_napari.csv`` (track_id,
+    t, y, x: ``viewer.add_tracks(numpy.loadtxt("tracks_napari.csv", delimiter=",", skiprows=1))``)."""
     folder.mkdir(parents=True, exist_ok=True)
     ordered = sorted(rows, key=lambda r: (r["cell"], r["frame"]))
     write_csv(folder / "tracks.csv", [{"track_id": r["cell"], "frame": r["frame"], "time_s": r["time_s"], "y": r["y"],
                                        "x": r["x"], "area": r["area"], "area_um2": r.get("area_um2"),
                                        "parent": r["parent"]} for r in ordered], TRACK_COLUMNS)
-    # napari: viewer.add_tracks(numpy.loadtxt("tracks_napari.csv", delimiter=",", skiprows=1)) - track_id, t, y, x
     write_csv(folder / "tracks_napari.csv", [{"track_id": r["cell"], "t": r["frame"], "y": r["y"], "x": r["x"]}
                                              for r in ordered], ["track_id", "t", "y", "x"])
-    write_tiff(folder / "labels.tif", stack, pixel_size, axes="TYX")
-    write_ctc(folder / "ctc", stack, {r["cell"]: r["parent"] for r in rows})  # scored by py-ctcmetrics
-    return folder
+
+
+class TrackOutputs:
+    """The per-frame files of one condition's tracks, written frame by frame after tracking: ``labels.tif`` (each
+    pixel its track id; OME-TIFF with the pixel size, memory-mapped, so nothing grows with the video) and the Cell
+    Tracking Challenge result ``ctc/`` (scored by py-ctcmetrics)."""
+
+    def __init__(self, folder: Path, detections: list[list[dict]], shape: tuple[int, int], pixel_size: float | None):
+        top = max((c["cell"] for cells in detections for c in cells), default=0)
+        self.detections = detections
+        self.dtype = np.uint16 if top < 2**16 else np.uint32
+        metadata = {"axes": "TYX"} | ({"PhysicalSizeX": pixel_size, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": pixel_size,
+                                      "PhysicalSizeYUnit": "µm"} if pixel_size else {})
+        tifffile.imwrite(folder / "labels.tif", shape=(max(len(detections), 1), *shape), dtype=self.dtype, ome=True,
+                         metadata=metadata)
+        self.stack = tifffile.memmap(folder / "labels.tif")
+        presence: dict[int, list[int]] = {}
+        parents: dict[int, int] = {}
+        for t, cells in enumerate(detections):
+            for cell in cells:
+                presence.setdefault(cell["cell"], []).append(t)
+                parents[cell["cell"]] = cell.get("parent", 0)
+        self.ctc = CTCWriter(folder / "ctc", presence, len(detections), parents)
+
+    def write(self, t: int, labels: np.ndarray) -> np.ndarray:
+        """Frame ``t`` of instance labels -> track ids (returned), into both outputs."""
+        lut = np.zeros(int(labels.max(initial=0)) + 1, self.dtype)
+        for cell in self.detections[t]:
+            lut[cell["label"]] = cell["cell"]
+        tracks = lut[labels]
+        self.stack[t] = tracks
+        self.ctc.write(t, tracks)
+        return tracks
+
+    def close(self) -> None:
+        self.stack.flush()
+        del self.stack
+        self.ctc.close()
 
 
 def shrink_model(t: np.ndarray, a0: float, tau: float, fraction: float) -> np.ndarray:
@@ -268,32 +378,68 @@ def analyse_video(
 ) -> tuple[list[dict], list[dict]]:
     """Segment, track, measure and fit one video; returns (rows per cell per frame, fits per cell).
 
-    Writes the condition's tracks (:func:`write_tracks`); ``overlay_video`` also writes ``<condition>_overlay.mp4``
-    (outlines and track ids on every frame).
+    Streams: frames are read, segmented, split and measured as they arrive, each frame's instance labels parked on
+    disk, so memory does not grow with the video's length. After tracking, a second pass writes the condition's
+    track files (``tracks/<condition>/``: tables, ``labels.tif``, ``ctc/``) and, with ``overlay_video``,
+    ``<condition>_overlay.mp4`` (outlines and track ids), frame by frame.
     """
-    frames = read_frames(path)
+    import shutil
+    import tempfile
+    from collections import deque
 
     def split_and_measure(probs: np.ndarray) -> tuple[np.ndarray, list[dict]]:
         labels = instances_from_mask(probs > threshold, min_size, min_distance)
         return labels, measure(labels, pixel_size)
 
-    # The network segments the next batch while a second thread splits and measures the frames already done
-    # (numpy, scipy and scikit-image release the GIL in their inner loops).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = [pool.submit(split_and_measure, probs) for probs in tqdm(
-            segment_frames(module, frames, normalization, batch_size), total=len(frames),
-            desc=f"{condition}: frames", unit="frame")]
-        all_labels, detections = map(list, zip(*(job.result() for job in pending))) if pending else ([], [])
-    track(detections, max_distance, max_gap, area_weight, splitting)
-    rows = [{"condition": condition, "time_s": d["frame"] * frame_interval, **d} for cells in detections for d in cells]
-    write_tracks(out_dir, condition, rows, track_labels(all_labels, detections), pixel_size)
-    if overlay_video:
-        overlay = (_overlay(f, lab, cells) for f, lab, cells in zip(frames, all_labels, detections))
-        write_video(out_dir / f"{condition}_overlay.mp4", overlay, fps=max(1.0, 1.0 / max(frame_interval, 1e-3)))
+    folder = out_dir / "tracks" / condition
+    folder.mkdir(parents=True, exist_ok=True)
+    parked = Path(tempfile.mkdtemp(prefix=".instances_", dir=folder))
+    detections: list[list[dict]] = []
+    shape: tuple[int, int] = (0, 0)
+
+    def collect(job) -> None:
+        nonlocal shape
+        labels, cells = job.result()
+        np.save(parked / f"{len(detections)}.npy", labels)
+        shape = labels.shape
+        detections.append(cells)
+
+    try:
+        # The network segments the next batch while a second thread splits and measures the frames already done
+        # (numpy, scipy and scikit-image release the GIL in their inner loops); at most two batches wait.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending: deque = deque()
+            for probs in tqdm(segment_frames(module, iter_frames(path), normalization, batch_size),
+                              total=count_frames(path), desc=f"{condition}: frames", unit="frame"):
+                pending.append(pool.submit(split_and_measure, probs))
+                while len(pending) > 2 * batch_size or (pending and pending[0].done()):
+                    collect(pending.popleft())
+            while pending:
+                collect(pending.popleft())
+        track(detections, max_distance, max_gap, area_weight, splitting)
+        rows = [{"condition": condition, "time_s": d["frame"] * frame_interval, **d} for cells in detections for d in cells]
+        write_track_tables(folder, rows)
+        outputs = TrackOutputs(folder, detections, shape, pixel_size)
+        overlay = (VideoWriter(out_dir / f"{condition}_overlay.mp4", fps=max(1.0, 1.0 / max(frame_interval, 1e-3)))
+                   if overlay_video else None)
+        frames = iter_frames(path) if overlay_video else None
+        try:
+            for t in range(len(detections)):
+                labels = np.load(parked / f"{t}.npy")
+                outputs.write(t, labels)
+                if overlay is not None:
+                    overlay.append(_overlay(next(frames), labels, detections[t]))
+        finally:
+            outputs.close()
+            if overlay is not None:
+                overlay.close()
+    finally:
+        shutil.rmtree(parked, ignore_errors=True)
+    n_frames = len(detections)
     fits = []
     for cell in sorted({r["cell"] for r in rows}):
         series = sorted((r for r in rows if r["cell"] == cell), key=lambda r: r["frame"])
-        if len(series) < min_track_fraction * len(frames):
+        if len(series) < min_track_fraction * n_frames:
             continue  # cells seen in too few frames (entering, leaving, mis-detected) are not fitted
         fit = fit_shrinking(np.array([r["time_s"] for r in series]), np.array([r["area"] for r in series]))
         fits.append({"condition": condition, "cell": cell, "n_frames": len(series), **fit,

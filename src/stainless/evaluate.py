@@ -72,7 +72,7 @@ def new_input_samples(cfg: DictConfig, options: dict[str, Any], module) -> list[
     """
     samples = input_samples(to_plain(cfg.input), to_plain(cfg.target), options.get("source_channels"),
                             options.get("target_channels"))
-    samples = validate_samples({"input": samples}, {**options, "patch_size": None})["input"]
+    samples = validate_samples({"input": samples}, {**options, "patch_size": None}, skip_hint=None)["input"]
     expected = int(module.hparams.in_channels)
     for sample in samples[:1]:  # the validation pass made every input agree with the first
         if sample.source.suffix.lower() == ".json":

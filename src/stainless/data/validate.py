@@ -146,7 +146,8 @@ def _labelme_classes(options: Mapping[str, Any]) -> int:
 
 
 def validate_samples(
-    samples: dict[str, list[Sample]], options: Mapping[str, Any], level: str = "headers", on_error: str = "stop"
+    samples: dict[str, list[Sample]], options: Mapping[str, Any], level: str = "headers", on_error: str = "stop",
+    skip_hint: str | None = "data.on_error=skip would leave this sample out",
 ) -> dict[str, list[Sample]]:
     """Check every sample of every split; stop at the first problem, or drop bad samples with a warning each.
 
@@ -173,7 +174,7 @@ def validate_samples(
                 checked.append((sample, check_sample(sample, options, level)))
             except ImageReadError as problem:
                 if on_error == "stop":
-                    raise ImageReadError(f"{problem} (data.on_error=skip would leave this sample out)") from None
+                    raise ImageReadError(f"{problem} ({skip_hint})" if skip_hint else str(problem)) from None
                 rank_zero_warn(f"Skipping sample {sample.name!r}: {problem}")
                 skipped += 1
                 continue
@@ -182,7 +183,7 @@ def validate_samples(
     for stage, stage_samples in samples.items():
         for sample in [s for s in kept[stage] if id(s) in odd]:
             if on_error == "stop":
-                raise ImageReadError(f"{odd[id(sample)]} (data.on_error=skip would leave this sample out)")
+                raise ImageReadError(f"{odd[id(sample)]} ({skip_hint})" if skip_hint else odd[id(sample)])
             rank_zero_warn(f"Skipping sample {sample.name!r}: {odd[id(sample)]}")
             kept[stage].remove(sample)
             skipped += 1

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, median, write_result
+from common import ROOT, write_result
 
 
 def demo_checkpoints(demo: Path | None) -> dict[str, Path]:

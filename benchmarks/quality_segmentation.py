@@ -19,11 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, SHARED_DATA, write_result
-
 import imageio.v3 as iio
 import numpy as np
 import tifffile
+from common import ROOT, SHARED_DATA, write_result
 
 from stainless.io import normalize
 from stainless.metrics.nuclei import NucleusDetector

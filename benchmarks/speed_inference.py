@@ -17,9 +17,8 @@ import sys
 import threading
 import time
 
-from common import ROOT, median, write_result
-
 import torch
+from common import ROOT, median, write_result
 
 from stainless.data.datasets import grid_starts
 from stainless.tiling import predict_tiled

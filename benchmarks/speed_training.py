@@ -18,11 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import StepTimer, median, write_result
-
 import lightning as L
 import torch
 import torch.nn.functional as F
+from common import StepTimer, median, write_result
 
 from stainless.data.datamodule import MicroscopyDataModule
 from stainless.models.pix2pix_module import Pix2PixModule, adversarial_loss

@@ -17,9 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, median, write_result
-
 import torch
+from common import ROOT, median, write_result
 
 from stainless.data.synthetic_rbc import generate_rbc_dataset
 from stainless.video import analyse_video, read_frames, segment_frames

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from conftest import TINY, TINY_IF_PRESENT, compose_config
 from lightning.pytorch.utilities.parsing import AttributeDict
 from omegaconf import OmegaConf, open_dict
 
-from conftest import TINY, TINY_IF_PRESENT, compose_config
 from stainless.checkpoint import CheckpointError, init_weights_from, module_from_checkpoint
 from stainless.export import export
 from stainless.export.formats import ExportError, check_parity, onnx_runner, torchscript_runner
@@ -207,7 +207,7 @@ def _disk_video(path: Path, pixel: float | None, n_frames: int = 6) -> None:
 def test_ome_video_areas_in_um2(cfg_eval, tmp_path):
     """The target of the issue: an OME-TIFF video with PhysicalSizeX = 0.5 µm gives areas in µm² equal to the pixel
     areas x 0.25 (through evaluate's video path, a thresholding stand-in for the network)."""
-    from stainless.evaluate_segmentation import analyse_videos
+    from stainless.evaluation.segmentation import analyse_videos
 
     ome = tmp_path / "urea.ome.tif"
     _disk_video(ome, 0.5)

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-
 from conftest import CONF
+
 from stainless.data.datamodule import MicroscopyDataModule
 from stainless.data.datasets import load_sample
 from stainless.data.samples import paired_folder_samples
 from stainless.data.validate import mask_problem
-from stainless.evaluate_segmentation import baseline_masks, true_objects
+from stainless.evaluation.report import verdict
+from stainless.evaluation.segmentation import baseline_masks, true_objects
 from stainless.io import ImageReadError
 from stainless.metrics.nuclei import MapSeparation, NucleusDetector, error_kinds, error_masks, score_nuclei
-from stainless.report import verdict
 from stainless.tiling import predict_tiled
 from stainless.uncertainty import spread_map, uncertainty_map
 from stainless.utils.overrides import unknown_keys
@@ -211,9 +211,9 @@ def test_a_mistyped_key_gets_did_you_mean():
 
 @pytest.fixture(scope="module")
 def segmenter(tmp_path_factory):
+    from conftest import TINY, TINY_IF_PRESENT, compose_config
     from omegaconf import OmegaConf, open_dict
 
-    from conftest import TINY, TINY_IF_PRESENT, compose_config
     from stainless.train import train
 
     root = tmp_path_factory.mktemp("first_hour_segmenter")

@@ -1,7 +1,7 @@
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
-import imageio.v3 as iio
 
 from stainless.io import ImageReadError, normalize, read_image, to_dtype, write_tiff
 

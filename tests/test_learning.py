@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from stainless.evaluate_segmentation import score_masks
+from stainless.evaluation.segmentation import score_masks
 from stainless.metrics.image import per_image_metrics
 from stainless.models.pix2pix_module import Pix2PixModule
 from stainless.models.segmentation_module import SegmentationModule

@@ -45,8 +45,8 @@ def test_train_then_evaluate_round_trip(cfg_train, cfg_eval, tmp_path):
     assert pred.dtype == np.float32 and pred.shape == (64, 64)
 
     # evaluation of the same test images reproduces the per-image model metric from the module itself
-    from stainless.data.datasets import load_sample
     from stainless.data.datamodule import MicroscopyDataModule
+    from stainless.data.datasets import load_sample
     from stainless.metrics.image import per_image_metrics
 
     dm = MicroscopyDataModule(**ckpt["datamodule_hyper_parameters"])

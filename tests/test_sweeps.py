@@ -14,8 +14,8 @@ import yaml
 
 from stainless import metric_direction
 from stainless.checkpoint import load_checkpoint
-from stainless.compare import compare_runs, find_runs
-from stainless.compare import main as compare_main
+from stainless.evaluation.compare import compare_runs, find_runs
+from stainless.evaluation.compare import main as compare_main
 from stainless.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

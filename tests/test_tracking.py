@@ -3,13 +3,11 @@ Challenge results scored by py-ctcmetrics."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tifffile
 
-from stainless.evaluate_segmentation import score_tracking, tracking_truths
+from stainless.evaluation.segmentation import score_tracking, tracking_truths
 from stainless.io import ImageReadError, pixel_size, write_ctc
 from stainless.video import TrackOutputs, count_frames, iter_frames, track, write_track_tables
 

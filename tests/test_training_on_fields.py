@@ -232,7 +232,7 @@ def test_a_cross_validation_multirun_writes_a_mean_and_sd_table(tmp_path, capsys
 
     import pandas as pd
 
-    from stainless.compare import main as compare_main
+    from stainless.evaluation.compare import main as compare_main
 
     root = Path(__file__).resolve().parents[1]
     args = ["-m", "cv.folds=3", "cv.fold=0,1,2", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "test=false",

@@ -12,8 +12,16 @@ from torch.utils.data import DataLoader
 
 from stainless.data.datasets import PairedImageDataset
 from stainless.data.samples import (
-    Sample, field_samples, image_folds, labelme_samples, multichannel_samples, paired_folder_samples, region_folds,
-    region_split, sample_size, split_samples,
+    Sample,
+    field_samples,
+    image_folds,
+    labelme_samples,
+    multichannel_samples,
+    paired_folder_samples,
+    region_folds,
+    region_split,
+    sample_size,
+    split_samples,
 )
 from stainless.data.validate import validate_samples
 

@@ -10,10 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stainless.data.samples import Sample
 from stainless.data.labelme import rasterize_labelme, read_labelme_image
+from stainless.data.samples import Sample
 from stainless.io import ImageReadError, normalize, read_image, read_images
-
 
 MASK_MODES = ("binary", "classes", "instances", "palette", "trimap_binary", "trimap_classes")
 

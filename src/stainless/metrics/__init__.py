@@ -1,3 +1,3 @@
-from stainless.metrics.image import LPIPSScorer, ImageMetrics, image_maps, per_image_metrics
+from stainless.metrics.image import ImageMetrics, LPIPSScorer, image_maps, per_image_metrics
 
 __all__ = ["LPIPSScorer", "ImageMetrics", "image_maps", "per_image_metrics"]

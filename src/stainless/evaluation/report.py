@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import imageio.v3 as iio
+from lightning.pytorch.utilities import rank_zero_info
 
 from stainless.visuals import grid
 
@@ -165,3 +166,16 @@ def write_report(
     path = out_dir / "report.html"
     path.write_text("\n".join(parts))
     return path
+
+
+def verdict_section(judged: dict[str, Any]) -> tuple[str, list[str]]:
+    """The report's account of model against baselines, in words."""
+    return "Model against baselines", [judged["line"], *judged["losses"],
+                                       "Means over images; a difference smaller than the spread over images "
+                                       "(± sd in the table) is not conclusive."]
+
+
+def print_outcome(judged: dict[str, Any], out_dir: Path, report: Path | None) -> None:
+    """The console's summary of an evaluation: the score table, the verdict, and where the files are."""
+    rank_zero_info("\n".join(["", *judged["table"], judged["line"]]))
+    rank_zero_info(f"Evaluation written to {out_dir}" + (f" (report: {report.name})" if report else ""))

@@ -1,7 +1,7 @@
 """Compare training runs without W&B: one table of runs, the settings that differ, final and best metrics.
 
-    python -m stainless.compare outputs/virtual_labeling/multiruns/<time>
-    python -m stainless.compare outputs/virtual_labeling/runs/<a> outputs/virtual_labeling/runs/<b> --csv runs.csv
+    python -m stainless.evaluation.compare outputs/virtual_labeling/multiruns/<time>
+    python -m stainless.evaluation.compare outputs/virtual_labeling/runs/<a> outputs/virtual_labeling/runs/<b> --csv runs.csv
 
 Reads each run's ``summary.json`` and ``config_resolved.yaml``; prints the table (best run first by the runs'
 ``optimized_metric``) and writes it as CSV (``comparison.csv`` in the single directory given, or ``--csv``).
@@ -132,7 +132,7 @@ def write_cv_table(directory: str | Path) -> pd.DataFrame | None:
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(prog="python -m stainless.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stainless.evaluation.compare", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="multirun directories and/or run directories")
     parser.add_argument("--csv", help="where to write the table (default: <dir>/comparison.csv for one directory)")
     args = parser.parse_args(argv)
@@ -155,4 +155,4 @@ if __name__ == "__main__":
     try:
         main()
     except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"stainless.compare: {error}")
+        sys.exit(f"stainless.evaluation.compare: {error}")

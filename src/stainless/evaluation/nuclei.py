@@ -15,8 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from stainless.metrics.nuclei import (MapSeparation, NucleusDetector, error_kinds, error_masks, nuclei_table, roc_auc,
-                                     score_nuclei)
+from stainless.metrics.nuclei import (
+    MapSeparation,
+    NucleusDetector,
+    error_kinds,
+    error_masks,
+    nuclei_table,
+    roc_auc,
+    score_nuclei,
+)
 from stainless.metrics.objects import IOU_THRESHOLDS
 
 COLUMNS = ("n_true", "n_pred", "nuclei_tp", "hallucinated", "missed", "nuclei_precision", "nuclei_recall",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,18 @@ from omegaconf import DictConfig
 from stainless import video as vid
 from stainless.data.datamodule import MicroscopyDataModule
 from stainless.data.datasets import load_sample
+from stainless.evaluation.inputs import new_input_samples
+from stainless.evaluation.report import SEGMENTATION_EXPLANATIONS, print_outcome, verdict, verdict_section, write_report
 from stainless.io import ImageReadError, agreed_pixel_size, check_pixel_size, pixel_size_of, write_tiff
-from stainless.metrics.objects import (IOU_THRESHOLDS, instances_from_mask, match_objects, mean_average_precision,
-                                       size_parameters)
-from stainless.report import SEGMENTATION_EXPLANATIONS, write_report
+from stainless.metrics.objects import (
+    IOU_THRESHOLDS,
+    instances_from_mask,
+    match_objects,
+    mean_average_precision,
+    size_parameters,
+)
 from stainless.tiling import predict_tiled
-from stainless.utils.logging import describe
+from stainless.utils.logging import describe, save_config, write_json
 from stainless.visuals import to_rgb
 
 SWEEP = tuple(np.round(np.arange(0.1, 0.95, 0.1), 2))
@@ -278,3 +285,29 @@ def video_pixel_size(given: float | None, videos: dict[str, str]) -> tuple[float
     if size is None:
         return None, "no pixel size in the videos' metadata; give pixel_size=<µm per pixel>"
     return size, "the videos' TIFF metadata"
+
+
+def evaluate_segmenter(cfg: DictConfig, module, checkpoint: dict, out_dir: Path, device, started: float) -> dict[str, Any]:
+    """Score a segmentation checkpoint on images (``input=`` or its split) or analyse ``videos=``; writes
+    ``summary.json`` and a report (images)."""
+    if cfg.videos:
+        save_config(cfg, out_dir / "config_resolved.yaml")
+        summary = analyse_videos(cfg, module, checkpoint, out_dir)
+        report = None
+    else:
+        samples = new_input_samples(cfg, checkpoint["datamodule_hyper_parameters"], module) if cfg.input else None
+        save_config(cfg, out_dir / "config_resolved.yaml")
+        summary = evaluate_segmentation(cfg, module, checkpoint, out_dir, device, samples)
+        summary["checkpoint"] = str(Path(cfg.ckpt_path).resolve())
+        summary["input"] = str(cfg.input) if cfg.input else f"{cfg.stage} split of the checkpoint's data"
+        judged = verdict(summary["metrics"])
+        summary["verdict"] = {k: judged[k] for k in ("line", "losses", "beats_all")}
+        report = report_segmentation(out_dir, summary, cfg, [verdict_section(judged)])
+    summary.update(checkpoint=str(Path(cfg.ckpt_path).resolve()), output_dir=str(out_dir),
+                   duration_s=round(time.time() - started, 1))
+    write_json(out_dir / "summary.json", summary)
+    if report is not None:
+        print_outcome(judged, out_dir, report)
+    else:
+        rank_zero_info(f"Evaluation written to {out_dir}")
+    return summary

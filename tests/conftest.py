@@ -51,31 +51,39 @@ def compose_config(config_name: str, overrides: list[str], tmp_path: Path) -> Di
     return cfg
 
 
-@pytest.fixture
-def cfg_train(tmp_path: Path):
-    """Factory: a tiny virtual-labeling training config; extra overrides appended."""
+def tiny_train_config(tmp_path: Path, *overrides: str, run: str = "run") -> DictConfig:
+    """A tiny training config (``TINY``, then ``TINY_IF_PRESENT`` where the chosen groups have the key and the
+    overrides do not set it) writing into ``tmp_path / run``."""
+    cfg = compose_config("train", [*TINY, *overrides], tmp_path)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / run)
+        for key, value in TINY_IF_PRESENT.items():
+            explicit = any(o.split("=")[0].lstrip("+~") == key for o in overrides)
+            if OmegaConf.select(cfg, key) is not None and not explicit:
+                OmegaConf.update(cfg, key, value)
+    Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+    return cfg
 
-    def make(*overrides: str, run: str = "run") -> DictConfig:
-        cfg = compose_config("train", [*TINY, *overrides], tmp_path)
+
+def run_config_factory(config_name: str, tmp_path: Path, default_run: str):
+    """Factory of composed ``config_name`` configs (eval, export) each writing into ``tmp_path / run``."""
+
+    def make(*overrides: str, run: str = default_run) -> DictConfig:
+        cfg = compose_config(config_name, list(overrides), tmp_path)
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / run)
-            for key, value in TINY_IF_PRESENT.items():
-                explicit = any(o.split("=")[0].lstrip("+~") == key for o in overrides)
-                if OmegaConf.select(cfg, key) is not None and not explicit:
-                    OmegaConf.update(cfg, key, value)
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
         return cfg
 
     return make
+
+
+@pytest.fixture
+def cfg_train(tmp_path: Path):
+    """Factory: a tiny virtual-labeling training config; extra overrides appended."""
+    return lambda *overrides, run="run": tiny_train_config(tmp_path, *overrides, run=run)
 
 
 @pytest.fixture
 def cfg_eval(tmp_path: Path):
-    def make(*overrides: str, run: str = "eval") -> DictConfig:
-        cfg = compose_config("eval", list(overrides), tmp_path)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / run)
-        Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
-        return cfg
-
-    return make
+    return run_config_factory("eval", tmp_path, "eval")

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import TINY, TINY_IF_PRESENT, compose_config
+from conftest import run_config_factory, tiny_train_config
 from lightning.pytorch.utilities.parsing import AttributeDict
-from omegaconf import OmegaConf, open_dict
 
 from stainless.checkpoint import CheckpointError, init_weights_from, module_from_checkpoint
 from stainless.export import export
@@ -29,12 +28,7 @@ SEGMENTER = ["experiment=rbc_segmentation", "backbone.encoder_weights=null", "da
 
 
 def _train(root: Path, *overrides: str) -> Path:
-    cfg = compose_config("train", [*TINY, "test=false", *overrides], root)
-    with open_dict(cfg):
-        for key, value in TINY_IF_PRESENT.items():
-            explicit = any(o.split("=")[0].lstrip("+~") == key for o in overrides)
-            if OmegaConf.select(cfg, key) is not None and not explicit:
-                OmegaConf.update(cfg, key, value)
+    cfg = tiny_train_config(root, "test=false", *overrides)
     train(cfg)
     return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
 
@@ -49,15 +43,7 @@ def checkpoints(tmp_path_factory):
 @pytest.fixture
 def export_cfg(tmp_path, monkeypatch):
     monkeypatch.setenv("BIOIMAGEIO_CACHE_PATH", str(tmp_path / "bioimageio_cache"))
-
-    def make(*overrides: str, run: str = "export"):
-        cfg = compose_config("export", list(overrides), tmp_path)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / run)
-        Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
-        return cfg
-
-    return make
+    return run_config_factory("export", tmp_path, "export")
 
 
 def _rdf(package: Path) -> dict:

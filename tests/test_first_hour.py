@@ -211,20 +211,13 @@ def test_a_mistyped_key_gets_did_you_mean():
 
 @pytest.fixture(scope="module")
 def segmenter(tmp_path_factory):
-    from conftest import TINY, TINY_IF_PRESENT, compose_config
-    from omegaconf import OmegaConf, open_dict
+    from conftest import tiny_train_config
 
     from stainless.train import train
 
-    root = tmp_path_factory.mktemp("first_hour_segmenter")
-    overrides = ["experiment=rbc_segmentation", "backbone.encoder_weights=null", "data.synthetic.n_frames=6",
-                 "data.synthetic.n_labelme=4", "data.synthetic.size=64", "data.patch_size=64", "data.batch_size=2",
-                 "test=false"]
-    cfg = compose_config("train", [*TINY, *overrides], root)
-    with open_dict(cfg):
-        for key, value in TINY_IF_PRESENT.items():
-            if OmegaConf.select(cfg, key) is not None and not any(o.split("=")[0] == key for o in overrides):
-                OmegaConf.update(cfg, key, value)
+    cfg = tiny_train_config(tmp_path_factory.mktemp("first_hour_segmenter"), "experiment=rbc_segmentation",
+                            "backbone.encoder_weights=null", "data.synthetic.n_frames=6", "data.synthetic.n_labelme=4",
+                            "data.synthetic.size=64", "data.patch_size=64", "data.batch_size=2", "test=false")
     train(cfg)
     return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
 

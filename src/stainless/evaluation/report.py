@@ -72,26 +72,19 @@ def verdict(metrics: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
     for method, stats in metrics.items():
         table.append(f"{method:<{width}}" + "".join(
             f"{stats[n]['mean']:>10.4g} ± {stats[n]['std']:<5.2g}" if n in stats else f"{'':>18}" for n in names))
-    losses = []
-    for method, stats in metrics.items():
-        if method == "model":
-            continue
-        for n in names:
-            if n not in stats:
-                continue
-            ours, theirs = model[n]["mean"], stats[n]["mean"]
-            worse = ours > theirs if n in LOWER_IS_BETTER else ours < theirs
-            if worse:
-                losses.append(f"The model loses to {method} on {n}: {ours:.4g} against {theirs:.4g} "
-                              f"({'lower' if n in LOWER_IS_BETTER else 'higher'} is better).")
     baselines = [m for m in metrics if m != "model"]
+    lost = [(method, n) for method in baselines for n in names if n in metrics[method]
+            and (model[n]["mean"] > metrics[method][n]["mean"] if n in LOWER_IS_BETTER
+                 else model[n]["mean"] < metrics[method][n]["mean"])]
+    losses = [f"The model loses to {method} on {n}: {model[n]['mean']:.4g} against {metrics[method][n]['mean']:.4g} "
+              f"({'lower' if n in LOWER_IS_BETTER else 'higher'} is better)." for method, n in lost]
     if not baselines or not names:
         line = "Verdict: no baseline to compare with (baselines=false, or no targets)."
     elif not losses:
         line = f"Verdict: the model beats {', '.join(baselines)} on every compared score ({', '.join(names)})."
     else:
-        lost = sorted({sentence.split(" on ")[1].split(":")[0] for sentence in losses})
-        line = (f"Verdict: the model does NOT beat every baseline: it loses on {', '.join(lost)} "
+        scores = ", ".join(sorted({n for _, n in lost}))
+        line = (f"Verdict: the model does NOT beat every baseline: it loses on {scores} "
                 f"({len(losses)} of {len(baselines) * len(names)} comparisons); see the report.")
     return {"table": table, "line": line, "losses": losses, "beats_all": bool(baselines and names and not losses)}
 

@@ -190,7 +190,7 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path) -> 
     videos = cfg.videos if not isinstance(cfg.videos, str) else {Path(cfg.videos).stem: cfg.videos}
     options = cfg.segmentation
     sizes = object_sizes(cfg, module)
-    pixel_size, pixel_source = video_pixel_size(cfg.pixel_size, videos)
+    pixel_size, pixel_source = conditions_pixel_size(cfg.pixel_size, videos)
     rank_zero_info(f"Pixel size: {f'{pixel_size:g} µm' if pixel_size else 'unknown (sizes in pixels only)'} ({pixel_source})")
     rows, fits = [], []
     truths = tracking_truths(cfg.get("tracking_gt"), videos)
@@ -272,7 +272,7 @@ def score_tracking(result: Path, truth: Path) -> dict[str, Any]:
     return {**{k: float(scores[k]) for k in metrics if scores.get(k) is not None}, "ground_truth": str(truth)}
 
 
-def video_pixel_size(given: float | None, videos: dict[str, str]) -> tuple[float | None, str]:
+def conditions_pixel_size(given: float | None, videos: dict[str, str]) -> tuple[float | None, str]:
     """The pixel size of all videos and where it came from: ``pixel_size=`` (overrides the files), or the files'
     OME / ImageJ metadata, which must agree across conditions.
 

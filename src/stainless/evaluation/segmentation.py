@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from stainless.evaluation.report import SEGMENTATION_EXPLANATIONS, print_outcome
 from stainless.io import ImageReadError, agreed_pixel_size, check_pixel_size, pixel_size_of, write_tiff
 from stainless.metrics.objects import (
     IOU_THRESHOLDS,
+    decode_instances,
     instances_from_mask,
     match_objects,
     mean_average_precision,
@@ -33,14 +35,15 @@ from stainless.visuals import to_rgb
 SWEEP = tuple(np.round(np.arange(0.1, 0.95, 0.1), 2))
 NOTES = (
     "Overlays: true positives white, false positives red, false negatives blue. Object scores split the "
-    "predicted mask into cells (distance-transform watershed) and match them one-to-one to the true cells."
+    "predicted mask into cells (a watershed seeded by the model's instance head when it has one, else by the "
+    "mask's distance transform) and match them one-to-one to the true cells."
 )
 
 
-def _probability(module, image: np.ndarray, tile: int, cfg: DictConfig, device) -> np.ndarray:
+def _maps(module, image: np.ndarray, tile: int, cfg: DictConfig, device) -> np.ndarray:
+    """(C, H, W): foreground probability, then the instance head's map if the model has one; tiled."""
     x = torch.from_numpy(image).to(device)
-    fg = lambda b: vid._foreground(module, b)[:, None]  # noqa: E731 - (N,1,H,W) for the tiler
-    return predict_tiled(fg, x, tile, cfg.tile_overlap, cfg.batch_size, module.size_multiple)[0].cpu().numpy()
+    return predict_tiled(partial(vid.segmentation_maps, module), x, tile, cfg.tile_overlap, cfg.batch_size, module.size_multiple).cpu().numpy()
 
 
 def _overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> torch.Tensor:
@@ -61,6 +64,7 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         datamodule.prepare_data()
         samples = datamodule.find_samples()[cfg.stage]
     threshold = module.hparams.threshold
+    instances = vid.instance_mode(module)
     sizes = object_sizes(cfg, module)
     tile = cfg.tile_size or 2 * data_hp["patch_size"]
     rows, figures = [], []
@@ -70,11 +74,15 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
     for sample in samples:
         loaded = load_sample(sample, data_hp.get("normalization") or {}, "mask", data_hp.get("channel_axis", "auto"),
                              **datamodule.load_options)
-        prob = _probability(module, loaded.source, tile, cfg, device)
+        maps = _maps(module, loaded.source, tile, cfg, device)
+        prob = maps[0]
         pred = prob > threshold
-        pred_instances = instances_from_mask(pred, sizes["min_size"], sizes["min_distance"])
+        pred_instances = decode_instances(maps, instances, threshold, sizes["min_size"], sizes["min_distance"],
+                                          cfg.segmentation.get("seed_threshold", 0.5))
         size = pixel_size_of(sample.source, cfg.pixel_size)
         write_tiff(out_dir / "predictions" / f"{sample.name}_probability.tif", prob.astype(np.float32), size)
+        if len(maps) > 1:
+            write_tiff(out_dir / "predictions" / f"{sample.name}_{instances}.tif", maps[1].astype(np.float32), size)
         write_tiff(out_dir / "predictions" / f"{sample.name}_labels.tif", pred_instances.astype(np.uint16), size)
         if loaded.target is None:
             rows.append({"image": sample.name, "method": "model", "n_cells": int(pred_instances.max())})
@@ -126,6 +134,7 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         "objects_by_iou": objects,
         "mean_ap_50_95": mean_average_precision(objects_total),
         "object_sizes": sizes,
+        "instances": instances,
         "iou_by_threshold": {str(t): (i / u if u else None) for t, (i, u) in sweep.items()},
         "_rows": rows, "_figures": figures,
     }
@@ -201,6 +210,7 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path) -> 
             pixel_size, module.hparams.threshold, sizes["min_size"], sizes["min_distance"],
             sizes["max_distance"], options.max_gap, options.min_track_fraction, cfg.batch_size,
             options.get("overlay_video", True), options.get("area_weight", 0.0), options.get("splitting", False),
+            options.get("seed_threshold", 0.5),
         )
         rows += r
         fits += f

@@ -150,13 +150,22 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         # how to feed the file: everything evaluate.py would do before and after the network
         sidecar = {"input": f"float32 (N, {kwargs['in_channels']}, H, W), H and W multiples of {multiple}, "
                             "normalised as below", "normalization": normalization,
-                   "output": "image in [0, 1]" if job == "virtual_labeling" else "probabilities (sigmoid or softmax)",
+                   "output": "image in [0, 1]" if job == "virtual_labeling" else "probabilities (sigmoid or softmax)" + (
+                       f", then the instance head's {module.hparams.instances} map" if kwargs.get("instance_channels")
+                       else ""),
                    "threshold": module.hparams.get("threshold"), "pixel_size_um": pixel, "network": kwargs}
         out.with_suffix(out.suffix + ".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     else:
         from stainless.export.bioimageio import build_package, min_input_size, package_halo, test_package
 
         options = OmegaConf.to_container(cfg.bioimageio, resolve=True)
+        if kwargs.get("instance_channels"):
+            if kwargs["out_channels"] > 1:
+                raise ExportError(f"{checkpoint_path}: a multi-class segmenter with an instance head cannot be a "
+                                  "bioimage.io package (the softmax would mix its map with the classes); export "
+                                  "format=onnx or torchscript")
+            # one sigmoid gives both channels; a 0/1 mask would destroy the instance map
+            options["binarize"] = False
         evaluation = find_evaluation(cfg, checkpoint_path)
         if evaluation is None:
             rank_zero_info("No evaluation of this checkpoint found: the package README says so "
@@ -170,6 +179,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
                 "multiple": multiple, "halo": halo, "min_size": min_input_size(multiple, halo),
                 "normalization": normalization, "normalization_text": _normalization_text(normalization),
                 "threshold": float(module.hparams.get("threshold", 0.5)), "classes": kwargs["out_channels"],
+                "instances": str(module.hparams.get("instances", "none")) if job == "segmentation" else "none",
                 "pixel_size": pixel, "checkpoint": str(checkpoint_path), "in_channels": kwargs["in_channels"]}
         work = Path(tempfile.mkdtemp(prefix="stainless_export_"))
         try:

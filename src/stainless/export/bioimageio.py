@@ -240,6 +240,8 @@ def build_package(*, network_raw: torch.nn.Module, kwargs: dict[str, Any], info:
         preprocessing=preprocessing(info["normalization"]))]
     what = "predicted image in [0, 1]" if job == "virtual_labeling" else (
         "foreground mask (0/1)" if options["binarize"] and info["classes"] == 1 else "probabilities")
+    if info.get("instances", "none") != "none":
+        what = f"channel 0: foreground probability; 1: the instance head's {info['instances']} map (seeded watershed)"
     outputs = [v0_5.OutputTensorDescr(
         id=v0_5.TensorId(OUTPUT_ID), description=what,
         axes=[v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=[v0_5.Identifier(f"c{i}") for i in range(out_channels)]),

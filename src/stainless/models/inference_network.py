@@ -28,10 +28,12 @@ class InferenceNetwork(nn.Module):
         arch: the smp architecture (segmentation only).
         output: ``final``: images clamped to [0, 1], or foreground / class probabilities; ``raw``: the
             generator's unclamped image, or logits (a bioimage.io package applies the sigmoid as post-processing).
+        instance_channels: channels of a segmenter's instance head (``model.instances``), after the classes; its
+            map (boundary probability or normalised distance) follows the probabilities in the output.
     """
 
     def __init__(self, job: str, in_channels: int, out_channels: int, network: dict[str, Any], arch: str | None = None,
-                 output: str = "final"):
+                 output: str = "final", instance_channels: int = 0):
         super().__init__()
         if job not in JOBS or output not in OUTPUTS:
             raise ValueError(f"InferenceNetwork: job must be one of {JOBS} and output one of {OUTPUTS}")
@@ -40,7 +42,7 @@ class InferenceNetwork(nn.Module):
         if job == "virtual_labeling":
             self.net = build_generator(network, in_channels, out_channels)
         else:
-            self.net = build_smp(network, arch or "unet", in_channels, out_channels)
+            self.net = build_smp(network, arch or "unet", in_channels, out_channels + instance_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.job == "virtual_labeling":
@@ -49,7 +51,9 @@ class InferenceNetwork(nn.Module):
         logits = self.net(x)
         if self.output == "raw":
             return logits
-        return torch.sigmoid(logits) if self.classes == 1 else logits.softmax(1)
+        semantic, head = logits[:, : self.classes], logits[:, self.classes :]
+        probabilities = torch.sigmoid(semantic) if self.classes == 1 else semantic.softmax(1)
+        return torch.cat([probabilities, torch.sigmoid(head)], 1) if head.shape[1] else probabilities
 
 
 def network_kwargs(module) -> dict[str, Any]:
@@ -59,8 +63,9 @@ def network_kwargs(module) -> dict[str, Any]:
         return {"job": "virtual_labeling", "in_channels": int(hp.in_channels), "out_channels": int(hp.out_channels),
                 "network": dict(hp.generator)}
     if hasattr(module, "net"):
-        return {"job": "segmentation", "in_channels": int(hp.in_channels), "out_channels": int(hp.classes),
-                "network": dict(hp.backbone), "arch": str(hp.arch)}
+        kwargs = {"job": "segmentation", "in_channels": int(hp.in_channels), "out_channels": int(hp.classes),
+                  "network": dict(hp.backbone), "arch": str(hp.arch)}
+        return {**kwargs, "instance_channels": module.instance_channels} if module.instance_channels else kwargs
     raise ValueError(f"{type(module).__name__}: not a stainless model with a network to export")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from stainless.data.instances import check_mode, instance_target, objects_of
 from stainless.models.base import StainlessModule
 from stainless.models.components.generators import build_smp
 from stainless.visuals import to_rgb
@@ -113,6 +115,10 @@ class SegmentationModule(StainlessModule):
         out_channels: alias of ``classes`` filled in by the trainer from the data; ignored if ``classes`` is set.
         object_scale: diameters of the training annotations' objects (median, 5-95%, count), recorded by ``train``
             so that evaluation sizes its post-processing from them (``segmentation.diameter=auto``).
+        instances: ``none``, or an extra output channel that learns to part touching objects from the instance
+            annotations: ``boundary`` (object rims) or ``distance`` (distance to the rim, 1 at each centre); see
+            ``stainless.data.instances``. Evaluation and video decode it with a seeded watershed.
+        instance_weight: weight of the instance head's loss (BCE, plus Dice for the sparse boundary class).
     """
 
     def __init__(
@@ -129,13 +135,17 @@ class SegmentationModule(StainlessModule):
         lr: float | None = None,
         out_channels: int | None = None,
         object_scale: Mapping[str, Any] | None = None,
+        instances: str = "none",
+        instance_weight: float = 1.0,
     ):
         super().__init__()
         classes = classes or out_channels or 1
         self.save_hyperparameters()
         self.hparams.classes = classes
-        self.net = build_smp(backbone, arch, in_channels, classes)
+        self.instance_channels = 0 if check_mode(instances) == "none" else 1
+        self.net = build_smp(backbone, arch, in_channels, classes + self.instance_channels)
         self.criterion = SegmentationLoss(classes=classes, **(loss or {}))
+        self.instance_dice = smp.losses.DiceLoss(smp.losses.BINARY_MODE, from_logits=True)
         self.size_multiple = 32
         self.val_metrics = segmentation_metrics(classes, threshold, "val/")
         self.test_metrics = segmentation_metrics(classes, threshold, "test_patches/")  # crops, not whole images
@@ -145,17 +155,45 @@ class SegmentationModule(StainlessModule):
         self._visual_batch = None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Logits (N, classes, H, W) of images in [0, 1]."""
-        return self.net(image)
+        """Logits (N, classes, H, W) of images in [0, 1] (the instance head, if any, left out)."""
+        return self.net(image)[:, : self.hparams.classes]
 
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """Foreground probability (N, 1, H, W) for binary models, class probabilities (N, K, H, W) otherwise."""
         logits = self(image)
         return torch.sigmoid(logits) if self.hparams.classes == 1 else logits.softmax(1)
 
+    def maps(self, image: torch.Tensor) -> torch.Tensor:
+        """(N, 1 + instance channels, H, W): the foreground probability (any class but background), then the
+        instance head's map (boundary probability or normalised distance) when the model has one; one pass."""
+        logits = self.net(image)
+        semantic = logits[:, : self.hparams.classes]
+        foreground = torch.sigmoid(semantic) if self.hparams.classes == 1 else 1 - semantic.softmax(1)[:, :1]
+        return torch.cat([foreground, torch.sigmoid(logits[:, self.hparams.classes :])], 1)
+
+    def instance_targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The instance head's target (N, H, W), drawn from the batch's instance labels (or the connected components
+        of its masks) after augmentation, so it always matches the crop. On the CPU with scipy (a GPU run copies the
+        labels back: small next to the network)."""
+        labels = batch.get("labels")
+        maps = [instance_target(objects_of(None if labels is None else labels[i].cpu().numpy(),
+                                           batch["target"][i].cpu().numpy()), self.hparams.instances)
+                for i in range(len(batch["target"]))]
+        return torch.from_numpy(np.stack(maps)).to(batch["target"].device)
+
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        logits = self(batch["source"])
-        return self.criterion(logits, batch["target"]), logits
+        logits = self.net(batch["source"])
+        semantic = logits[:, : self.hparams.classes]
+        losses = self.criterion(semantic, batch["target"])
+        if self.instance_channels:
+            target = batch["instance_target"] if "instance_target" in batch else self.instance_targets(batch)
+            head, target = logits[:, self.hparams.classes], target.to(logits.dtype)
+            term = F.binary_cross_entropy_with_logits(head, target)
+            if self.hparams.instances == "boundary":  # rims are a few percent of the pixels
+                term = term + self.instance_dice(head[:, None], target[:, None])
+            losses["instances"] = term
+            losses["total"] = losses["total"] + self.hparams.instance_weight * term
+        return losses, semantic
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses, _ = self._step(batch)

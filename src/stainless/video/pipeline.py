@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from stainless.metrics.objects import instances_from_mask
+from stainless.metrics.objects import decode_instances
 from stainless.video.export import _overlay
 from stainless.video.fit import fit_shrinking
 from stainless.video.measure import in_um, measure
 from stainless.video.read import VideoWriter, count_frames, iter_frames
-from stainless.video.segment import segment_frames
+from stainless.video.segment import instance_mode, segment_frames
 from stainless.video.track import TrackOutputs, track, write_track_tables
 
 
@@ -21,7 +21,7 @@ def analyse_video(
     module, path: str | Path, condition: str, frame_interval: float, out_dir: Path, normalization: dict,
     pixel_size: float | None = None, threshold: float = 0.5, min_size: int = 30, min_distance: int = 7,
     max_distance: float = 15.0, max_gap: int = 2, min_track_fraction: float = 0.8, batch_size: int = 8,
-    overlay_video: bool = True, area_weight: float = 0.0, splitting: bool = False,
+    overlay_video: bool = True, area_weight: float = 0.0, splitting: bool = False, seed_threshold: float = 0.5,
 ) -> tuple[list[dict], list[dict]]:
     """Segment, track, measure and fit one video; returns (rows per cell per frame, fits per cell).
 
@@ -34,8 +34,10 @@ def analyse_video(
     import tempfile
     from collections import deque
 
-    def split_and_measure(probs: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-        labels = instances_from_mask(probs > threshold, min_size, min_distance)
+    instances = instance_mode(module)
+
+    def split_and_measure(maps: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+        labels = decode_instances(maps, instances, threshold, min_size, min_distance, seed_threshold)
         return labels, measure(labels, pixel_size)
 
     folder = out_dir / "tracks" / condition
@@ -56,9 +58,9 @@ def analyse_video(
         # (numpy, scipy and scikit-image release the GIL in their inner loops); at most two batches wait.
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending: deque = deque()
-            for probs in tqdm(segment_frames(module, iter_frames(path), normalization, batch_size),
+            for maps in tqdm(segment_frames(module, iter_frames(path), normalization, batch_size),
                               total=count_frames(path), desc=f"{condition}: frames", unit="frame"):
-                pending.append(pool.submit(split_and_measure, probs))
+                pending.append(pool.submit(split_and_measure, maps))
                 while len(pending) > 2 * batch_size or (pending and pending[0].done()):
                     collect(pending.popleft())
             while pending:

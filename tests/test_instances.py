@@ -1,0 +1,176 @@
+"""Instance heads (``model.instances=boundary|distance``): the maps drawn from the annotations, their decoding into
+objects, a head that learns to part touching disks, and the option through train, evaluate, video and export."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from stainless.data.instances import instance_target
+from stainless.metrics.objects import decode_instances, instances_from_mask, match_objects
+from stainless.models.segmentation_module import SegmentationModule
+
+
+def _touching_pair(size: int = 48, radius: float = 9.0, gap: float = 16.0, centre=(24.0, 24.0)) -> np.ndarray:
+    """Two disks whose centres are ``gap`` apart (< 2 radii: they touch), labelled 1 and 2, split down the middle."""
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = centre
+    left, right = (cy, cx - gap / 2), (cy, cx + gap / 2)
+    labels = np.zeros((size, size), np.int64)
+    labels[np.hypot(yy - left[0], xx - left[1]) < radius] = 1
+    in_right = np.hypot(yy - right[0], xx - right[1]) < radius
+    labels[in_right & ((labels == 0) | (xx >= cx))] = 2
+    return labels
+
+
+def test_boundary_target_marks_each_rim_and_the_contact_line():
+    labels = _touching_pair()
+    target = instance_target(labels, "boundary")
+    contact = (labels[:, 1:] != labels[:, :-1]) & (labels[:, 1:] > 0) & (labels[:, :-1] > 0)
+    rows, cols = np.nonzero(contact)
+    assert len(rows) >= 5
+    assert target[rows, cols].all() and target[rows, cols + 1].all()  # both sides of the contact
+    assert target[24, 16] == 0 and target[24, 32] == 0  # the disks' centres
+    assert target[labels == 0].max() == 0  # nothing outside the objects
+
+
+def test_distance_target_is_one_hill_per_object():
+    labels = _touching_pair()
+    target = instance_target(labels, "distance")
+    for obj in (1, 2):
+        inside = target[labels == obj]
+        assert inside.max() == pytest.approx(1.0) and inside.min() > 0
+    # the peak of each object is near its own centre, the contact line is low
+    assert target[24, 16] > 0.8 and target[24, 32] > 0.8
+    assert target[24, 23:25].max() < 0.3
+    assert target[labels == 0].max() == 0
+
+
+@pytest.mark.parametrize("mode", ["boundary", "distance"])
+def test_decoding_perfect_maps_gives_the_drawn_objects(mode):
+    labels = _touching_pair()
+    maps = np.stack([(labels > 0).astype(np.float32), instance_target(labels, mode)])
+    decoded = decode_instances(maps, mode, min_size=5, min_distance=3)
+    matched = match_objects(labels, decoded)
+    assert matched["n_pred"] == 2 and all(iou > 0.9 for _, _, iou in matched["pairs"])
+
+
+@pytest.mark.parametrize("mode", ["boundary", "distance"])
+def test_the_head_decides_where_the_mask_alone_over_splits(mode):
+    # One long rod: a distance watershed of the mask with a small min_distance cuts it into pieces;
+    # the instance map says it is one object, and the decoder follows the map.
+    labels = np.zeros((24, 90), np.int64)
+    labels[8:16, 5:85] = 1
+    labels[11:13, 5:85] = 1
+    mask = labels > 0
+    assert instances_from_mask(mask, min_size=5, min_distance=3).max() > 1
+    maps = np.stack([mask.astype(np.float32), instance_target(labels, mode)])
+    assert decode_instances(maps, mode, min_size=5, min_distance=3).max() == 1
+    # and with the map of two objects drawn on the same mask, two come out
+    two = labels.copy()
+    two[:, 45:] *= 2
+    maps = np.stack([mask.astype(np.float32), instance_target(two, mode)])
+    assert decode_instances(maps, mode, min_size=5, min_distance=3).max() == 2
+
+
+def test_decoding_without_a_head_is_the_mask_watershed():
+    labels = _touching_pair()
+    probability = (labels > 0).astype(np.float32)[None]
+    expected = instances_from_mask(labels > 0, 5, 3)
+    assert (decode_instances(probability, "none", 0.5, 5, 3) == expected).all()
+
+
+class _TouchingPairs(Dataset):
+    """Noisy images of two touching disks at random places, with their instance labels."""
+
+    def __init__(self, n: int, seed: int):
+        rng = np.random.default_rng(seed)
+        self.items = []
+        for _ in range(n):
+            labels = _touching_pair(48, rng.uniform(7, 9), rng.uniform(12, 14), tuple(rng.uniform(18, 30, 2)))
+            image = (labels > 0) * 0.6 + 0.2 + 0.1 * rng.standard_normal(labels.shape)
+            self.items.append({"source": torch.from_numpy(image.astype(np.float32))[None],
+                               "target": torch.from_numpy((labels > 0).astype(np.int64)),
+                               "labels": torch.from_numpy(labels)})
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+@pytest.mark.parametrize("mode", ["boundary", "distance"])
+def test_an_instance_head_learns_to_part_touching_disks(mode):
+    torch.manual_seed(0)
+    module = SegmentationModule(
+        arch="unet", backbone={"name": "resnet18", "encoder_name": "resnet18", "encoder_weights": None,
+                               "encoder_depth": 3, "decoder_channels": [32, 16, 8]},
+        in_channels=1, classes=1, loss={"bce_weight": 1.0, "jaccard_weight": 1.0}, instances=mode,
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-3})
+    module.size_multiple = 8
+    held_out = _TouchingPairs(4, seed=1)
+    source = torch.stack([item["source"] for item in held_out.items])
+    truths = [item["labels"].numpy() for item in held_out.items]
+    targets = np.stack([instance_target(t, mode) for t in truths])
+
+    def error():
+        module.eval()
+        with torch.no_grad():
+            maps = module.maps(source).numpy()
+        return float(np.abs(maps[:, 1] - targets).mean()), maps
+
+    before, _ = error()
+    module.train()  # Lightning keeps the modes it is given
+    trainer = L.Trainer(max_steps=80, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, DataLoader(_TouchingPairs(16, seed=0), batch_size=4, shuffle=True,
+                                   generator=torch.Generator().manual_seed(0)))
+    after, maps = error()
+    assert after < 0.6 * before, (before, after)
+    found = [match_objects(truth, decode_instances(m, mode, min_size=20, min_distance=3)) for truth, m in
+             zip(truths, maps)]
+    assert sum(f["by_threshold"][0.5]["tp"] for f in found) >= 6, [f["n_pred"] for f in found]  # of 8 disks
+
+
+def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_eval, tmp_path):
+    from stainless.evaluate import evaluate
+    from stainless.export import export
+    from stainless.train import train
+    from tests.conftest import run_config_factory
+
+    cfg = cfg_train(
+        "experiment=rbc_segmentation", "data.synthetic.n_frames=6", "data.synthetic.n_labelme=6",
+        "data.synthetic.size=64", "+data.synthetic.video_frames=4", "+data.synthetic.video_cells=2",
+        "+data.synthetic.cells_per_frame=3", "data.patch_size=64", "data.batch_size=2", "model.instances=boundary",
+    )
+    train(cfg)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["instances"] == "boundary"
+    summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown"))
+    out = Path(summary["output_dir"])
+    assert summary["instances"] == "boundary"
+    assert list((out / "predictions").glob("*_boundary.tif"))
+    videos = Path(cfg.paths.data_dir) / "synthetic_rbc" / "videos"
+    vsum = evaluate(cfg_eval(f"ckpt_path={ckpt}", f"videos={{A:{videos / 'UREA.tif'}}}", "frame_interval=2.0",
+                             "segmentation.overlay_video=false", run="video"))
+    assert (Path(vsum["output_dir"]) / "cells.csv").is_file()
+    package = tmp_path / "boundary.zip"
+    cfg_export = run_config_factory("export", tmp_path, "export")
+    result = export(cfg_export(f"ckpt_path={ckpt}", "format=bioimageio", f"output={package}"))
+    assert result["test_model"]["status"] == "passed"
+    with zipfile.ZipFile(package) as archive:
+        output = np.load(archive.open("test_output.npy"))
+        rdf = archive.read("rdf.yaml").decode()
+    assert output.shape[1] == 2 and 0 < output[0, 1].max() <= 1  # foreground and boundary maps, not binarised
+    assert "instance head's boundary map" in rdf
+    sidecar = tmp_path / "boundary.onnx"
+    export(cfg_export(f"ckpt_path={ckpt}", "format=onnx", f"output={sidecar}", run="onnx"))
+    assert "boundary map" in json.loads(Path(str(sidecar) + ".json").read_text())["output"]

@@ -1,0 +1,89 @@
+"""Instance heads on real annotated cells: ``model.instances`` none vs boundary vs distance.
+
+Each head is trained on the same data for the same number of optimiser steps (not a time budget: the figures do not
+depend on how busy the machine was), once per seed, and scored by ``evaluate.py`` on the held-out images: pixel IoU,
+object F1 at IoU 0.5 (pooled over the test images) and mean AP over IoU 0.5:0.95 (the DSB 2018 definition). The
+Otsu baseline is split into cells exactly like the ``none`` model's mask (a distance watershed with the same sizes).
+
+Data (read where they lie, ``../shared/data``): ``dsb2018`` (DSB 2018 stage-1 subset, split by image) and
+``usiigaci`` (phase-contrast fields with whole-cell labels, split into regions); see ``real_data.py``.
+
+Run from the repository root: ``.venv/bin/python benchmarks/instance_heads.py [--epochs 5] [--seeds 0,1,2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, write_result  # noqa: E402
+from real_data import run, segmentation_data  # noqa: E402
+
+MODES = ("none", "boundary", "distance")
+
+
+def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, root: Path) -> dict:
+    run_dir, eval_dir = root / f"{name}_{mode}_{seed}_train", root / f"{name}_{mode}_{seed}_eval"
+    run([str(ROOT / "train.py"), "experiment=rbc_segmentation", "data=masks", "data.mask_mode=instances",
+         *segmentation_data(name), f"model.instances={mode}", f"seed={seed}", f"trainer.max_epochs={epochs}",
+         f"data.samples_per_epoch={samples}", "test=false", "callbacks.early_stopping=null",
+         "callbacks.progress_bar.refresh_rate=0", "print_config=false", "logger=csv", f"hydra.run.dir={run_dir}"],
+        cwd=root)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    run([str(ROOT / "evaluate.py"), f"ckpt_path={summary['last_model_path']}", f"hydra.run.dir={eval_dir}",
+         "report=markdown"], cwd=root)
+    evaluation = json.loads((eval_dir / "summary.json").read_text())
+    scores = {"pixel_iou": evaluation["metrics"]["model"]["iou"]["mean"],
+              "object_f1_iou50": evaluation["objects_by_iou"]["0.5"]["f1"],
+              "mean_ap_50_95": evaluation["mean_ap_50_95"],
+              "n_true": evaluation["objects_by_iou"]["0.5"]["tp"] + evaluation["objects_by_iou"]["0.5"]["fn"],
+              "n_pred": evaluation["objects_by_iou"]["0.5"]["tp"] + evaluation["objects_by_iou"]["0.5"]["fp"],
+              "steps": summary["global_step"], "train_s": summary["duration_s"],
+              "object_sizes": {k: evaluation["object_sizes"][k] for k in ("diameter", "min_size", "min_distance")}}
+    otsu = evaluation["metrics"].get("baseline_otsu")
+    if otsu:
+        scores["baseline_otsu"] = {"pixel_iou": otsu["iou"]["mean"], "object_f1_mean_over_images": otsu["object_f1"]["mean"]}
+    print(f"{name} {mode} seed {seed}: IoU {scores['pixel_iou']:.3f} F1 {scores['object_f1_iou50']:.3f} "
+          f"AP {scores['mean_ap_50_95']:.3f} ({scores['n_pred']} predicted / {scores['n_true']} true)", flush=True)
+    return scores
+
+
+def mean_sd(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--samples-per-epoch", type=int, default=512)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--only", default="dsb2018,usiigaci")
+    parser.add_argument("--modes", default=",".join(MODES))
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results: dict = {"epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch, "seeds": seeds, "sets": {}}
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only.split(","):
+            runs = {mode: [train_and_score(name, mode, seed, args.epochs, args.samples_per_epoch, Path(tmp))
+                           for seed in seeds] for mode in args.modes.split(",")}
+            table = {mode: {key: mean_sd([r[key] for r in rs]) for key in ("pixel_iou", "object_f1_iou50",
+                                                                            "mean_ap_50_95")}
+                     for mode, rs in runs.items()}
+            best = max(table, key=lambda m: table[m]["mean_ap_50_95"]["mean"])
+            results["sets"][name] = {"table": table, "runs": runs, "best_by_mean_ap": best}
+            lines.append(f"{name}: " + ", ".join(
+                f"{m} F1 {t['object_f1_iou50']['mean']:.3f}±{t['object_f1_iou50']['sd']:.3f} "
+                f"AP {t['mean_ap_50_95']['mean']:.3f}" for m, t in table.items()))
+    write_result("instance_heads", results, "; ".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -41,11 +41,15 @@ def commit() -> str:
     return head.strip() + ("+dirty" if dirty else "")
 
 
+# taken when the script starts: a long benchmark records the code it ran, even if the tree moves on meanwhile
+STARTED_ON = commit()
+
+
 def write_result(name: str, record: dict, summary: str) -> Path:
     """Write ``benchmarks/results/<name>.json`` (with date, machine, commit and command) and print the summary."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": name, "date": datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-              "commit": commit(), "command": " ".join([".venv/bin/python", f"benchmarks/{Path(sys.argv[0]).name}",
+              "commit": STARTED_ON, "command": " ".join([".venv/bin/python", f"benchmarks/{Path(sys.argv[0]).name}",
                                                       *sys.argv[1:]]), **record, "summary": summary}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2, default=float) + "\n")

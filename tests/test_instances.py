@@ -107,6 +107,7 @@ class _TouchingPairs(Dataset):
         return self.items[i]
 
 
+@pytest.mark.slow  # trains: left out of `make mutate`, run by `make test`
 @pytest.mark.parametrize("mode", ["boundary", "distance"])
 def test_an_instance_head_learns_to_part_touching_disks(mode):
     torch.manual_seed(0)
@@ -140,6 +141,7 @@ def test_an_instance_head_learns_to_part_touching_disks(mode):
     assert sum(f["by_threshold"][0.5]["tp"] for f in found) >= 6, [f["n_pred"] for f in found]  # of 8 disks
 
 
+@pytest.mark.slow  # trains: left out of `make mutate`, run by `make test`
 def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_eval, tmp_path):
     from stainless.evaluate import evaluate
     from stainless.export import export

@@ -97,6 +97,7 @@ def test_video_reading_from_mp4_tiff_and_folder(tmp_path):
     assert read_frames(tmp_path / "frames").shape == (5, 1, 32, 48)
 
 
+@pytest.mark.slow  # trains: left out of `make mutate`, run by `make test`
 def test_segmentation_evaluate_and_video_round_trip(cfg_train, cfg_eval, tmp_path):
     from stainless.evaluate import evaluate
     from stainless.train import train

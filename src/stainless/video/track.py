@@ -70,9 +70,11 @@ class TrackOutputs:
         self.dtype = np.uint16 if top < 2**16 else np.uint32
         metadata = {"axes": "TYX"} | ({"PhysicalSizeX": pixel_size, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": pixel_size,
                                       "PhysicalSizeYUnit": "µm"} if pixel_size else {})
-        tifffile.imwrite(folder / "labels.tif", shape=(max(len(detections), 1), *shape), dtype=self.dtype, ome=True,
-                         metadata=metadata)
-        self.stack = tifffile.memmap(folder / "labels.tif")
+        frames = max(len(detections), 1)
+        # grey, said so: a frame 3 or 4 pixels wide would otherwise be taken for RGB(A) samples
+        tifffile.imwrite(folder / "labels.tif", shape=(frames, *shape), dtype=self.dtype, ome=True,
+                         photometric="minisblack", metadata=metadata)
+        self.stack = tifffile.memmap(folder / "labels.tif").reshape(frames, *shape)  # one frame is stored as (Y, X)
         presence: dict[int, list[int]] = {}
         parents: dict[int, int] = {}
         for t, cells in enumerate(detections):

@@ -1,0 +1,410 @@
+"""Exact values of the small pure functions the results rest on: object sizes and post-processing, mask splitting,
+instance targets and their decoding, average precision, and the shrink fit with its per-condition summary.
+Written against `make mutate`'s survivors: each assertion pins a value a plausible slip would change."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stainless.data.instances import check_mode, instance_target, objects_of
+from stainless.metrics.objects import (
+    DEFAULT_SIZES,
+    decode_instances,
+    instances_from_mask,
+    iou_matrix,
+    match_objects,
+    mean_average_precision,
+    object_diameters,
+    scale_summary,
+    size_parameters,
+)
+from stainless.video.fit import fit_shrinking, shrink_model, summarise_conditions
+
+
+def _square(size: int = 7, side: int = 5, top: int = 1) -> np.ndarray:
+    labels = np.zeros((size, size), np.int64)
+    labels[top : top + side, top : top + side] = 1
+    return labels
+
+
+# -- instance targets ------------------------------------------------------------------------------------------------
+
+def test_boundary_target_of_a_square_is_its_outer_ring():
+    target = instance_target(_square(), "boundary")
+    expected = np.zeros((7, 7), np.float32)
+    expected[1:6, 1:6] = 1
+    expected[2:5, 2:5] = 0
+    assert target.dtype == np.float32 and (target == expected).all()
+
+
+def test_distance_target_of_a_square_falls_from_one_at_the_centre_to_a_third_on_the_rim():
+    target = instance_target(_square(), "distance")
+    assert target.dtype == np.float32
+    assert target[3, 3] == pytest.approx(1.0)  # 2 px inside the rim + 1, over the peak 3
+    assert target[2, 2] == pytest.approx(2 / 3) and target[2, 3] == pytest.approx(2 / 3)
+    assert target[1, 1] == pytest.approx(1 / 3) and target[1, 3] == pytest.approx(1 / 3)
+    assert target[0].max() == 0 and target[:, 0].max() == 0
+
+
+def test_distance_target_normalises_each_object_by_its_own_peak():
+    labels = np.zeros((12, 24), np.int64)
+    labels[1:6, 1:6] = 1  # small: peak 3
+    labels[1:10, 8:17] = 2  # large: peak 5
+    target = instance_target(labels, "distance")
+    assert target[3, 3] == pytest.approx(1.0) and target[5, 12] == pytest.approx(1.0)
+    assert target[1, 3] == pytest.approx(1 / 3) and target[1, 12] == pytest.approx(1 / 5)
+    assert instance_target(np.zeros((4, 4), np.int64), "distance").max() == 0
+
+
+def test_instance_modes_are_checked():
+    assert check_mode("boundary") == "boundary"
+    with pytest.raises(ValueError, match=r"model.instances='rims': use one of none, boundary, distance"):
+        check_mode("rims")
+    with pytest.raises(ValueError, match="has no instance map"):
+        instance_target(_square(), "none")
+
+
+def test_objects_come_from_labels_else_the_four_connected_components_of_the_mask():
+    labels = _square()
+    assert objects_of(labels, np.zeros((7, 7))) is not None and (objects_of(labels, np.zeros((7, 7))) == labels).all()
+    diagonal = np.eye(3, dtype=np.int64)  # three pixels touching only by corners: three objects
+    assert objects_of(None, diagonal).max() == 3
+    assert objects_of(None, np.zeros((3, 3))).max() == 0
+
+
+# -- splitting and decoding -----------------------------------------------------------------------------------------
+
+def _two_disks(shape=(40, 70), centres=((20, 20), (20, 45)), radius=9) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.any([np.hypot(yy - y, xx - x) < radius for y, x in centres], axis=0)
+
+
+def test_watershed_splits_two_overlapping_disks_along_their_neck():
+    mask = _two_disks(centres=((20, 20), (20, 34)))
+    labels = instances_from_mask(mask, min_size=20, min_distance=5)
+    assert labels.dtype == np.int32 and set(np.unique(labels)) == {0, 1, 2}
+    assert ((labels > 0) == mask).all()
+    left, right = labels[20, 12], labels[20, 42]
+    assert left != right and (labels[:, :26][mask[:, :26]] == left).all() and (labels[:, 29:][mask[:, 29:]] == right).all()
+
+
+def test_min_size_drops_small_objects_and_keeps_those_of_exactly_min_size():
+    mask = np.zeros((20, 40), bool)
+    mask[2:7, 2:7] = True  # 25 px
+    mask[10:14, 20:24] = True  # 16 px
+    mask[2:3, 30:32] = True  # 2 px
+    kept = instances_from_mask(mask, min_size=25, min_distance=3)
+    assert kept.max() == 1 and kept[4, 4] == 1 and kept[12, 22] == 0
+    assert instances_from_mask(mask, min_size=16, min_distance=3).max() == 2
+    assert instances_from_mask(mask, min_size=1, min_distance=3).max() == 3  # min_size 1: nothing dropped
+    assert instances_from_mask(np.zeros((5, 5), bool), 1, 3).shape == (5, 5)
+
+
+def test_objects_touching_the_border_are_kept():
+    mask = np.zeros((20, 20), bool)
+    mask[0:6, 0:6] = True
+    mask[14:20, 14:20] = True
+    labels = instances_from_mask(mask, min_size=4, min_distance=3)
+    assert labels.max() == 2 and labels[0, 0] > 0 and labels[19, 19] > 0 and labels[0, 0] != labels[19, 19]
+
+
+def test_decode_with_a_boundary_map_grows_seeds_to_the_whole_mask():
+    labels = np.zeros((12, 24), np.int64)
+    labels[2:10, 2:11] = 1
+    labels[2:10, 11:20] = 2  # touching along column 10/11
+    maps = np.stack([(labels > 0).astype(np.float32), instance_target(labels, "boundary")])
+    decoded = decode_instances(maps, "boundary", threshold=0.5, min_size=4, min_distance=2)
+    assert decoded.dtype == np.int32 and ((decoded > 0) == (labels > 0)).all()
+    assert decoded[5, 5] != decoded[5, 15] and len(np.unique(decoded[labels == 1])) == 1
+    assert match_objects(labels, decoded)["by_threshold"][0.5]["tp"] == 2
+
+
+def test_decode_thresholds_the_foreground_and_the_seeds_where_told():
+    labels = _square(9, 7)
+    fg = (labels > 0) * 0.6
+    maps = np.stack([fg, instance_target(labels, "distance")]).astype(np.float32)
+    assert decode_instances(maps, "distance", threshold=0.5, min_size=4).max() == 1
+    assert decode_instances(maps, "distance", threshold=0.7, min_size=4).max() == 0  # foreground below the threshold
+    assert decode_instances(maps, "distance", threshold=0.5, min_size=50).max() == 0  # 49 px < min_size
+    assert decode_instances(maps, "distance", threshold=0.5, min_size=49).max() == 1
+    # no seed above the seed threshold: the foreground still comes out as one object
+    assert decode_instances(maps, "distance", threshold=0.5, min_size=4, seed_threshold=1.5).max() == 1
+    with pytest.raises(ValueError, match="instances='rims'"):
+        decode_instances(maps, "rims")
+    assert decode_instances(maps[:1], "distance", 0.5, 4, 2).max() == 1  # no map: the mask's watershed
+    assert decode_instances(maps[0], "none", 0.5, 4, 2).max() == 1  # a plain (H, W) probability
+
+
+# -- sizes and scores -----------------------------------------------------------------------------------------------
+
+def test_object_diameters_are_equivalent_disks_of_each_label():
+    labels = np.zeros((10, 10), np.int64)
+    labels[0:2, 0:2] = 1  # 4 px
+    labels[5:8, 5:8] = 3  # 9 px; label 2 absent
+    assert object_diameters(labels) == pytest.approx([np.sqrt(16 / np.pi), np.sqrt(36 / np.pi)])
+
+
+def test_scale_summary_is_the_percentiles_and_count():
+    assert scale_summary(np.array([])) is None
+    diameters = np.arange(1.0, 101.0)
+    summary = scale_summary(diameters)
+    assert summary == {"diameter_median": 50.5, "diameter_p5": pytest.approx(5.95), "diameter_p95": pytest.approx(95.05),
+                       "n_objects": 100}
+
+
+def test_size_parameters_derive_from_the_recorded_scale():
+    recorded = {"diameter_median": 20.0, "diameter_p5": 10.0, "diameter_p95": 30.0, "n_objects": 7}
+    sizes = size_parameters({}, recorded)
+    # min_size: a disk half as wide as the 5th percentile, pi/4 * 5^2 = 19.6 -> 20; split 0.3 x 20 = 6; radius 20
+    assert (sizes["min_size"], sizes["min_distance"], sizes["max_distance"], sizes["diameter"]) == (20, 6, 20.0, 20.0)
+    assert sizes["source"] == "the training annotations (7 objects, diameter 5-95%: 10.0-30.0 px)"
+    given = size_parameters({"diameter": 10}, recorded)  # p5 taken as 0.7 x 10: pi/4 * 3.5^2 = 9.6 -> 10
+    assert (given["min_size"], given["min_distance"], given["max_distance"]) == (10, 3, 10.0)
+    tiny = size_parameters({"diameter": 2}, None)  # floors: min_size >= 4, min_distance >= 2
+    assert (tiny["min_size"], tiny["min_distance"]) == (4, 2)
+    assert size_parameters({"min_size": 55, "min_distance": None}, recorded)["min_size"] == 55
+    assert size_parameters({"min_distance": None}, recorded)["min_distance"] == 6  # None is auto
+    defaults = size_parameters({}, None)
+    assert {k: defaults[k] for k in DEFAULT_SIZES} == DEFAULT_SIZES and defaults["diameter"] is None
+
+
+@pytest.mark.parametrize("key", ["diameter", "min_size", "min_distance", "max_distance"])
+@pytest.mark.parametrize("value", [0, -2, True, "big"])
+def test_size_parameters_refuse_non_positive_or_non_numbers(key, value):
+    with pytest.raises(ValueError, match=rf"segmentation.{key}={value!r}: must be auto or a positive number"):
+        size_parameters({key: value}, None)
+
+
+def test_size_parameters_accept_attribute_style_options():
+    class Options:
+        diameter = 30
+        min_size = "auto"
+
+    assert size_parameters(Options(), None)["min_distance"] == 9
+
+
+def test_mean_average_precision_is_the_mean_of_tp_over_all():
+    by_threshold = {0.5: {"tp": 3, "fp": 1, "fn": 0}, 0.75: {"tp": 1, "fp": 3, "fn": 2}, 0.9: {"tp": 0, "fp": 0, "fn": 0}}
+    assert mean_average_precision(by_threshold) == pytest.approx((3 / 4 + 1 / 6 + 1.0) / 3)
+    assert np.isnan(mean_average_precision({}))
+
+
+def test_iou_matrix_and_matching_counts():
+    true = np.zeros((6, 10), np.int64)
+    true[0:3, 0:3] = 4  # 9 px
+    true[0:3, 5:8] = 7  # 9 px
+    pred = np.zeros((6, 10), np.int64)
+    pred[0:3, 0:2] = 1  # 6 px inside true 4: IoU 6/9
+    pred[4:6, 8:10] = 2  # nowhere
+    iou, true_ids, pred_ids = iou_matrix(true, pred)
+    assert list(true_ids) == [4, 7] and list(pred_ids) == [1, 2]
+    assert iou == pytest.approx(np.array([[6 / 9, 0], [0, 0]]))
+    result = match_objects(true, pred, thresholds=(0.5, 0.7))
+    assert result["pairs"] == [(4, 1, pytest.approx(6 / 9))]
+    assert result["by_threshold"][0.5] == {"tp": 1, "fp": 1, "fn": 1, "precision": 0.5, "recall": 0.5, "f1": 0.5}
+    assert result["by_threshold"][0.7] == {"tp": 0, "fp": 2, "fn": 2, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert (result["missed"], result["spurious"], result["n_true"], result["n_pred"]) == ([7], [2], 2, 2)
+    empty = match_objects(np.zeros((3, 3), int), np.zeros((3, 3), int), thresholds=(0.5,))
+    assert empty["by_threshold"][0.5] == {"tp": 0, "fp": 0, "fn": 0, "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert iou_matrix(true, np.zeros_like(pred))[0].shape == (2, 0)
+
+
+# -- shrink fits -----------------------------------------------------------------------------------------------------
+
+def test_shrink_model_values():
+    t = np.array([0.0, 10.0, 1e6])
+    assert shrink_model(t, 100.0, 10.0, 0.6) == pytest.approx([100.0, 100 * (0.6 + 0.4 / np.e), 60.0])
+
+
+def test_fit_recovers_exact_parameters_from_any_start_time():
+    t = np.arange(100.0, 160.0, 2.0)  # starts at 100 s: the fit measures time from the first frame
+    areas = shrink_model(t - 100.0, 400.0, 12.0, 0.7)
+    fit = fit_shrinking(t, areas)
+    assert fit["a0"] == pytest.approx(400.0, rel=1e-4) and fit["tau"] == pytest.approx(12.0, rel=1e-4)
+    assert fit["final_fraction"] == pytest.approx(0.7, rel=1e-4) and fit["r2"] == pytest.approx(1.0, abs=1e-8)
+    assert set(fit) == {"a0", "tau", "final_fraction", "r2"} and all(isinstance(v, float) for v in fit.values())
+
+
+def test_fit_needs_five_points_and_says_nan_otherwise():
+    t = np.arange(4.0)
+    assert all(np.isnan(v) for v in fit_shrinking(t, shrink_model(t, 100, 2, 0.5)).values())
+    t = np.arange(5.0)
+    assert np.isfinite(fit_shrinking(t, shrink_model(t, 100, 2, 0.5))["tau"])
+    assert np.isnan(fit_shrinking(t, np.array([1.0, np.nan, 1.0, 1.0, 1.0]))["tau"])  # cannot be fitted
+
+
+def test_fit_r2_is_below_one_with_noise():
+    t = np.arange(0.0, 60.0)
+    areas = shrink_model(t, 300.0, 10.0, 0.5) + np.random.default_rng(1).normal(0, 5, t.size)
+    fit = fit_shrinking(t, areas)
+    residual = areas - shrink_model(t, fit["a0"], fit["tau"], fit["final_fraction"])
+    assert fit["r2"] == pytest.approx(1 - residual.var() / areas.var()) and 0.9 < fit["r2"] < 1
+
+
+def test_conditions_summarise_finite_fits_of_their_own_cells():
+    fits = [{"condition": "A", "tau": tau, "final_fraction": f} for tau, f in ((1, 0.5), (2, 0.6), (3, 0.7), (4, 0.9))]
+    fits += [{"condition": "A", "tau": np.nan, "final_fraction": 0.1}, {"condition": "B", "tau": 100, "final_fraction": 1}]
+    a, c = summarise_conditions(["A", "C"], fits)
+    assert a == {"condition": "A", "n_cells": 4, "tau_median": 2.5, "tau_q25": 1.75, "tau_q75": 3.25,
+                 "final_fraction_median": pytest.approx(0.65)}
+    assert c["condition"] == "C" and c["n_cells"] == 0
+    assert all(np.isnan(c[k]) for k in ("tau_median", "tau_q25", "tau_q75", "final_fraction_median"))
+
+
+# -- tracking --------------------------------------------------------------------------------------------------------
+
+def _walk(step: float, n: int = 5, area: float | None = 100.0) -> list[list[dict]]:
+    cells = [[{"y": 20.0, "x": 10.0 + step * t, "label": 1}] for t in range(n)]
+    if area is not None:
+        for frame in cells:
+            frame[0]["area"] = area
+    return cells
+
+
+def test_links_longer_than_max_distance_are_not_made():
+    from stainless.video import track
+
+    far = track(_walk(6.0), max_distance=5, max_gap=0)  # 6 px a frame: 36 > 25
+    assert len({c["cell"] for frame in far for c in frame}) == 5
+    near = track(_walk(6.0, area=None), max_distance=7, max_gap=0)  # 36 < 49; no area recorded is fine
+    assert {c["cell"] for frame in near for c in frame} == {1}
+    assert all(c["parent"] == 0 and c["frame"] == t for t, frame in enumerate(near) for c in frame)
+    assert track([[], []]) == [[], []]
+
+
+def test_without_gap_closing_a_missed_frame_starts_a_new_track():
+    from stainless.video import track
+
+    frames = _walk(1.0)
+    frames[2] = []
+    assert len({c["cell"] for frame in track(frames, max_distance=5, max_gap=0) for c in frame}) == 2
+    frames = _walk(1.0)
+    frames[2] = []
+    assert len({c["cell"] for frame in track(frames, max_distance=5, max_gap=1) for c in frame}) == 1
+
+
+@pytest.mark.parametrize("kept", [0, 1])
+def test_the_area_term_follows_whichever_candidate_kept_its_size(kept):
+    from stainless.video import track
+
+    frames = [[{"y": 20.0, "x": 20.0, "area": 400.0}],
+              [{"y": 20.0, "x": 26.0, "area": 100.0}, {"y": 20.0, "x": 14.0, "area": 100.0}]]
+    frames[1][kept]["area"] = 390.0
+    tracked = track(frames, max_distance=10, max_gap=0, area_weight=3.0)
+    assert tracked[1][kept]["cell"] == tracked[0][0]["cell"] != tracked[1][1 - kept]["cell"]
+
+
+def test_without_splitting_a_division_records_no_parent():
+    from stainless.video import track
+
+    frames = [[(30, 30)], [(30, 31)], [(26, 31), (34, 31)], [(24, 31), (36, 31)]]
+    detections = [[{"y": float(y), "x": float(x), "area": 50.0} for y, x in f] for f in frames]
+    tracked = track(detections, max_distance=6, max_gap=0, splitting=False)
+    assert all(c["parent"] == 0 for frame in tracked for c in frame)
+    assert len({c["cell"] for c in tracked[3]}) == 2
+
+
+def test_track_tables_carry_areas_in_um2_and_labels_grow_to_32_bits(tmp_path):
+    import csv
+
+    import tifffile
+
+    from stainless.video import TrackOutputs, write_track_tables
+
+    rows = [{"cell": 2, "frame": 1, "time_s": 2.0, "y": 1.0, "x": 2.0, "area": 8.0, "area_um2": 2.0, "parent": 0},
+            {"cell": 2, "frame": 0, "time_s": 0.0, "y": 1.0, "x": 1.0, "area": 9.0, "area_um2": 2.25, "parent": 0}]
+    write_track_tables(tmp_path / "t", rows)
+    write_track_tables(tmp_path / "t", rows)  # the folder may exist
+    table = list(csv.DictReader(open(tmp_path / "t" / "tracks.csv")))  # noqa: SIM115
+    assert [(r["frame"], r["area_um2"]) for r in table] == [("0", "2.25"), ("1", "2.0")]
+    labels = np.zeros((4, 4), np.int32)
+    labels[1:3, 1:3] = 1
+    for top, dtype in ((65535, np.uint16), (70000, np.uint32)):
+        folder = tmp_path / str(top)
+        folder.mkdir()
+        outputs = TrackOutputs(folder, [[{"label": 1, "cell": top}], [{"label": 1, "cell": 1}]], (4, 4), None)
+        assert (outputs.write(0, labels) == labels * top).all()
+        outputs.write(1, labels)
+        outputs.close()
+        with tifffile.TiffFile(folder / "labels.tif") as tif:
+            assert tif.series[0].axes == "TYX" and tif.series[0].dtype == dtype
+            assert tif.asarray()[0].max() == top and tif.asarray()[1].max() == 1
+    single = TrackOutputs(tmp_path, [[{"label": 1, "cell": 3}]], (4, 4), None)  # a one-frame video, 4 px wide
+    single.write(0, labels)
+    single.close()
+    assert tifffile.imread(tmp_path / "labels.tif").max() == 3
+    empty = TrackOutputs(tmp_path / "65535", [[]], (4, 4), None)
+    assert empty.dtype == np.uint16
+    empty.close()
+
+
+# -- tiling and image metrics ------------------------------------------------------------------------------------------
+
+def _sin2(size: int) -> np.ndarray:
+    return np.maximum(np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2, 1e-3)
+
+
+def test_blend_window_is_the_outer_product_of_squared_sines():
+    from stainless.tiling import blend_window
+
+    window = blend_window(8)
+    assert window.shape == (8, 8)
+    assert window.numpy() == pytest.approx(np.outer(_sin2(8), _sin2(8)), rel=1e-5)
+    assert blend_window(2000).min().item() == pytest.approx(1e-6)  # the floor: 1e-3 per axis
+
+
+def test_overlapping_tiles_are_averaged_with_the_blend_weights():
+    import torch
+
+    from stainless.data.datasets import grid_starts
+    from stainless.tiling import predict_tiled
+
+    image = torch.zeros(1, 16, 24)
+    calls = []
+
+    def constant_per_tile(batch):  # tile k predicts the constant k + 1: the output is a weighted mean of them
+        out = torch.stack([torch.full((1, *batch.shape[-2:]), float(len(calls) * 2 + i + 1)) for i in range(len(batch))])
+        calls.append(len(batch))
+        return out
+
+    result = predict_tiled(constant_per_tile, image, tile_size=8, overlap=0.5, batch_size=2)[0].numpy()
+    rows, cols = grid_starts(16, 8, 4), grid_starts(24, 8, 4)
+    numerator, denominator = np.zeros((16, 24)), np.zeros((16, 24))
+    window = np.outer(_sin2(8), _sin2(8))
+    for k, (t, l) in enumerate((t, l) for t in rows for l in cols):
+        numerator[t : t + 8, l : l + 8] += window * (k + 1)
+        denominator[t : t + 8, l : l + 8] += window
+    assert result == pytest.approx(numerator / denominator, rel=1e-4)
+    n = len(rows) * len(cols)
+    assert calls == [2] * (n // 2) + [1] * (n % 2)  # batch_size tiles per call
+
+
+def test_padding_reflects_when_it_can_and_replicates_otherwise():
+    import torch
+    import torch.nn.functional as F
+
+    from stainless.tiling import _pad
+
+    image = torch.arange(35.0).reshape(1, 5, 7)
+    assert _pad(image, 5, 7) is image and _pad(image, 4, 6) is image  # nothing to add
+    assert torch.equal(_pad(image, 8, 7), F.pad(image[None], (0, 0, 0, 3), mode="reflect")[0])
+    assert torch.equal(_pad(image, 5, 9), F.pad(image[None], (0, 2, 0, 0), mode="reflect")[0])
+    assert torch.equal(_pad(image, 10, 7), F.pad(image[None], (0, 0, 0, 5), mode="replicate")[0])  # 5 >= 5 rows
+    assert torch.equal(_pad(image, 5, 14), F.pad(image[None], (0, 7, 0, 0), mode="replicate")[0])  # 7 >= 7 columns
+
+
+def test_pearson_is_per_image_and_zero_for_a_constant_image():
+    import torch
+
+    from stainless.metrics.image import pearson_per_image
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 16, 16)), rng.random((2, 16, 16))
+    b[1] += 5  # a different mean in the second image must not leak into the first
+    r = pearson_per_image(torch.from_numpy(a)[:, None], torch.from_numpy(b)[:, None]).numpy()
+    assert r == pytest.approx([np.corrcoef(a[i].ravel(), b[i].ravel())[0, 1] for i in range(2)], abs=1e-6)
+    flat = pearson_per_image(torch.ones(1, 1, 4, 4) * 0.3, torch.rand(1, 1, 4, 4))
+    assert flat.item() == 0.0
+    tiny = torch.tensor([[0.0, 1e-4, 0.0, 1e-4]])  # tiny but real variation still counts
+    assert pearson_per_image(tiny, tiny).item() == pytest.approx(1.0)

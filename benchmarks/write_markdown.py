@@ -155,6 +155,20 @@ def instance_heads(r: dict) -> list[str]:
     return lines + [""]
 
 
+def mutation(r: dict) -> list[str]:
+    lines = ["## Mutation testing of the core modules (`mutation.py`, `make mutate`)", "", header(r), "",
+             f"mutmut changes one operator, constant or argument at a time; a mutant is killed when a fast test fails. "
+             f"Kill rate = (killed + timeout) / (killed + timeout + survived); \"no tests\" are mutants in code no "
+             f"fast test reaches (counted separately). Target >= {r['target_kill_rate']:.0%} per module.", "",
+             "| module | mutants | killed | survived | timeout | no tests | kill rate | target |", "|---|---|---|---|---|---|---|---|"]
+    for module, m in r["modules"].items():
+        total = sum(m.get(k, 0) for k in ("killed", "survived", "timeout", "no tests", "suspicious", "skipped"))
+        lines.append(f"| `{module}` | {total} | {m.get('killed', 0)} | {m.get('survived', 0)} | {m.get('timeout', 0)} | "
+                     f"{m.get('no tests', 0)} | {_f(m['kill_rate'] * 100 if m['kill_rate'] is not None else None, 1)}% | "
+                     f"{ok(m['meets_target'])} |")
+    return lines + [""]
+
+
 def rbc(r: dict) -> list[str]:
     lines = ["## Synthetic red blood cells: the demo recipe (`rbc_quality.py`)", "", header(r), "",
              f"Test frames: pixel IoU {r['iou']:.3f} (target 0.9: {ok(r['iou_ok'])}), object F1 {r['object_f1']:.3f}.", "",
@@ -205,7 +219,8 @@ def main() -> None:
              "with the commit it ran on. Regenerate with `make bench`.", ""]
     for name, render in (("speed_training", training), ("speed_inference", inference), ("speed_video", video),
                          ("real_data", real_data), ("uncertainty_isl", uncertainty), ("quality_segmentation", quality_seg),
-                         ("instance_heads", instance_heads), ("rbc_quality", rbc), ("export", exported)):
+                         ("instance_heads", instance_heads), ("rbc_quality", rbc), ("export", exported),
+                         ("mutation", mutation)):
         record = load(name)
         lines += render(record) if record else [f"## {name}", "", "_not run yet_", ""]
     path.write_text("\n".join(lines) + "\n" + MARKER + notes)

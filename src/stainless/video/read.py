@@ -133,7 +133,10 @@ class VideoWriter:
         try:
             import imageio.v2 as iio2
 
-            self._writer = iio2.get_writer(self.path, format="FFMPEG", fps=fps, macro_block_size=1)
+            # x264's fastest preset: the overlay is for looking at tracks, and the default preset cost about ten
+            # times the CPU (it competes with the network on a small machine)
+            self._writer = iio2.get_writer(self.path, format="FFMPEG", fps=fps, macro_block_size=1,
+                                           output_params=["-preset", "ultrafast"])
         except Exception:  # no ffmpeg: a TIFF stack instead
             self.path = self.path.with_suffix(".tif")
             self._tiff = tifffile.TiffWriter(self.path)

@@ -408,3 +408,48 @@ def test_pearson_is_per_image_and_zero_for_a_constant_image():
     assert flat.item() == 0.0
     tiny = torch.tensor([[0.0, 1e-4, 0.0, 1e-4]])  # tiny but real variation still counts
     assert pearson_per_image(tiny, tiny).item() == pytest.approx(1.0)
+
+
+# -- edges the mutants found --------------------------------------------------------------------------------------------
+
+def test_a_one_pixel_wide_object_is_all_rim_and_all_peak():
+    labels = np.zeros((5, 9), np.int64)
+    labels[2, 1:8] = 1
+    assert (instance_target(labels, "boundary")[2, 1:8] == 1).all()
+    assert (instance_target(labels, "distance")[2, 1:8] == 1).all()
+
+
+def test_pieces_smaller_than_min_size_after_splitting_are_dropped():
+    labels = np.zeros((12, 20), np.int64)
+    labels[2:10, 2:10] = 1  # 64 px
+    labels[4:8, 10:14] = 2  # a 16 px bud touching it, with its own seed: one mask component of 80 px
+    maps = np.stack([(labels > 0).astype(np.float32), instance_target(labels, "boundary")])
+    assert decode_instances(maps, "boundary", threshold=0.5, min_size=10, min_distance=2).max() == 2
+    decoded = decode_instances(maps, "boundary", threshold=0.5, min_size=20, min_distance=2)
+    assert decoded[5, 12] == 0 and decoded[5, 5] == 1 and set(np.unique(decoded)) == {0, 1}
+
+
+def test_thresholds_are_strict():
+    maps = np.full((2, 6, 6), 0.5, np.float32)  # probability exactly at the threshold: background
+    assert decode_instances(maps, "distance", threshold=0.5, min_size=1).max() == 0
+    assert decode_instances(maps[0], "none", threshold=0.5, min_size=1).max() == 0
+    half = np.zeros((4, 4), np.int64)
+    half[0:2, 0:2] = 1  # 4 px
+    pred = np.zeros((4, 4), np.int64)
+    pred[0:1, 0:2] = 1  # 2 px inside: IoU exactly 0.5 counts as a match at 0.5
+    assert match_objects(half, pred, thresholds=(0.5,))["by_threshold"][0.5]["tp"] == 1
+    assert match_objects(half, pred)["missed"] == []
+    dot = np.zeros((3, 3), np.int64)
+    dot[1, 1] = 1  # a one-pixel object matched by itself: IoU 1
+    assert iou_matrix(dot, dot)[0] == pytest.approx(np.ones((1, 1)))
+    assert mean_average_precision({0.5: {"tp": 1, "fp": 1, "fn": 2}}) == pytest.approx(0.25)
+
+
+def test_a_fit_that_fails_gives_every_key_as_nan_and_r2_holds_for_small_areas():
+    nan = fit_shrinking(np.arange(3.0), np.ones(3))
+    assert set(nan) == {"a0", "tau", "final_fraction", "r2"} and all(np.isnan(v) for v in nan.values())
+    t = np.arange(0.0, 30.0)
+    areas = shrink_model(t, 0.5, 5.0, 0.6) + np.random.default_rng(2).normal(0, 0.005, t.size)  # variance << 1
+    fit = fit_shrinking(t, areas)
+    residual = areas - shrink_model(t, fit["a0"], fit["tau"], fit["final_fraction"])
+    assert fit["r2"] == pytest.approx(1 - residual.var() / areas.var()) and fit["r2"] > 0.9

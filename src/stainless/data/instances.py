@@ -33,7 +33,7 @@ def instance_target(objects: np.ndarray, mode: str) -> np.ndarray:
     objects = np.asarray(objects)
     if check_mode(mode) == "none":
         raise ValueError("instance_target: model.instances=none has no instance map")
-    rim = find_boundaries(objects, mode="inner") & (objects > 0)
+    rim = find_boundaries(objects, mode="inner")  # pixels of an object next to anything else (never background)
     if mode == "boundary":
         return rim.astype(np.float32)
     # distance to the rim inside each object: the rim pixels are set to background, so touching objects do not

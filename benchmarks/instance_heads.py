@@ -8,13 +8,16 @@ Otsu baseline is split into cells exactly like the ``none`` model's mask (a dist
 Data (read where they lie, ``../shared/data``): ``dsb2018`` (DSB 2018 stage-1 subset, split by image) and
 ``usiigaci`` (phase-contrast fields with whole-cell labels, split into regions); see ``real_data.py``.
 
-Run from the repository root: ``.venv/bin/python benchmarks/instance_heads.py [--epochs 5] [--seeds 0,1,2]``
+Run from the repository root: ``.venv/bin/python benchmarks/instance_heads.py [--epochs 5] [--seeds 0,1,2]
+[--work DIR]`` (``--work`` keeps the training runs and reuses them: a change of decoding is re-scored without
+retraining)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -22,23 +25,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, write_result  # noqa: E402
-from real_data import run, segmentation_data  # noqa: E402
+from common import ROOT, write_result
+from real_data import run, segmentation_data
 
 MODES = ("none", "boundary", "distance")
 
 
 def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, root: Path) -> dict:
     run_dir, eval_dir = root / f"{name}_{mode}_{seed}_train", root / f"{name}_{mode}_{seed}_eval"
+    if (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "summary.json").is_file():
+        print(f"{name} {mode} seed {seed}: reusing the training run in {run_dir}", flush=True)  # --work kept it
+    else:
+        train(name, mode, seed, epochs, samples, run_dir, root)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    shutil.rmtree(eval_dir, ignore_errors=True)
+    run([str(ROOT / "evaluate.py"), f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={eval_dir}",
+         "report=markdown"], cwd=root)
+    return scores_of(name, mode, seed, summary, json.loads((eval_dir / "summary.json").read_text()))
+
+
+def train(name: str, mode: str, seed: int, epochs: int, samples: int, run_dir: Path, root: Path) -> None:
     run([str(ROOT / "train.py"), "experiment=rbc_segmentation", "data=masks", "data.mask_mode=instances",
          *segmentation_data(name), f"model.instances={mode}", f"seed={seed}", f"trainer.max_epochs={epochs}",
          f"data.samples_per_epoch={samples}", "test=false", "callbacks.early_stopping=null",
          "callbacks.progress_bar.refresh_rate=0", "print_config=false", "logger=csv", f"hydra.run.dir={run_dir}"],
         cwd=root)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    run([str(ROOT / "evaluate.py"), f"ckpt_path={summary['last_model_path']}", f"hydra.run.dir={eval_dir}",
-         "report=markdown"], cwd=root)
-    evaluation = json.loads((eval_dir / "summary.json").read_text())
+
+
+def scores_of(name: str, mode: str, seed: int, summary: dict, evaluation: dict) -> dict:
     scores = {"pixel_iou": evaluation["metrics"]["model"]["iou"]["mean"],
               "object_f1_iou50": evaluation["objects_by_iou"]["0.5"]["f1"],
               "mean_ap_50_95": evaluation["mean_ap_50_95"],
@@ -66,13 +80,16 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--only", default="dsb2018,usiigaci")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--work", default=None, help="keep the training runs here and reuse them (re-evaluating only)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict = {"epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch, "seeds": seeds, "sets": {}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for name in args.only.split(","):
-            runs = {mode: [train_and_score(name, mode, seed, args.epochs, args.samples_per_epoch, Path(tmp))
+            runs = {mode: [train_and_score(name, mode, seed, args.epochs, args.samples_per_epoch, work)
                            for seed in seeds] for mode in args.modes.split(",")}
             table = {mode: {key: mean_sd([r[key] for r in rs]) for key in ("pixel_iou", "object_f1_iou50",
                                                                             "mean_ap_50_95")}

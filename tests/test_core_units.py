@@ -419,14 +419,18 @@ def test_a_one_pixel_wide_object_is_all_rim_and_all_peak():
     assert (instance_target(labels, "distance")[2, 1:8] == 1).all()
 
 
-def test_pieces_smaller_than_min_size_after_splitting_are_dropped():
-    labels = np.zeros((12, 20), np.int64)
+def test_a_seed_smaller_than_min_size_makes_no_object_of_its_own():
+    labels = np.zeros((14, 22), np.int64)
     labels[2:10, 2:10] = 1  # 64 px
-    labels[4:8, 10:14] = 2  # a 16 px bud touching it, with its own seed: one mask component of 80 px
+    labels[3:9, 10:16] = 2  # a 36 px bud touching it, its core 16 px
     maps = np.stack([(labels > 0).astype(np.float32), instance_target(labels, "boundary")])
-    assert decode_instances(maps, "boundary", threshold=0.5, min_size=10, min_distance=2).max() == 2
-    decoded = decode_instances(maps, "boundary", threshold=0.5, min_size=20, min_distance=2)
-    assert decoded[5, 12] == 0 and decoded[5, 5] == 1 and set(np.unique(decoded)) == {0, 1}
+    two = decode_instances(maps, "boundary", threshold=0.5, min_size=10, min_distance=2)
+    assert two.max() == 2 and two[5, 5] != two[5, 13]
+    one = decode_instances(maps, "boundary", threshold=0.5, min_size=20, min_distance=2)
+    assert one.max() == 1 and one[5, 13] == one[5, 5] == 1  # the speck's pixels join the object around it
+    specks = np.stack([(labels > 0).astype(np.float32), np.zeros(labels.shape, np.float32)])
+    specks[1, ::2, ::2] = 1  # a distance map of isolated specks: no seed survives, the mask stays one object
+    assert decode_instances(specks, "distance", threshold=0.5, min_size=10).max() == 1
 
 
 def test_thresholds_are_strict():

@@ -457,3 +457,36 @@ def test_a_fit_that_fails_gives_every_key_as_nan_and_r2_holds_for_small_areas():
     fit = fit_shrinking(t, areas)
     residual = areas - shrink_model(t, fit["a0"], fit["tau"], fit["final_fraction"])
     assert fit["r2"] == pytest.approx(1 - residual.var() / areas.var()) and fit["r2"] > 0.9
+
+
+def test_metric_maps_are_per_pixel_channel_means():
+    import torch
+
+    from stainless.metrics.image import ImageMetrics, image_maps, per_image_metrics
+
+    rng = np.random.default_rng(3)
+    # low contrast (0.40-0.45): a data range inferred from the data (about 0.1) would differ from the fixed 1.0
+    target = torch.from_numpy(rng.uniform(0.40, 0.45, (2, 2, 24, 24)).astype(np.float32))
+    pred = target + torch.from_numpy(rng.normal(0, 0.01, (2, 2, 24, 24)).astype(np.float32))
+    maps = image_maps(pred, target)
+    assert set(maps) == {"abs_error", "ssim"} and maps["abs_error"].shape == (2, 1, 24, 24)
+    assert torch.allclose(maps["abs_error"], (pred - target).abs().mean(1, keepdim=True))
+    assert maps["ssim"].shape == (2, 1, 24, 24)
+    reference = [structural_similarity_of(pred[i], target[i]) for i in range(2)]
+    rows = per_image_metrics(pred, target)
+    assert [r["ssim"] for r in rows] == pytest.approx(reference, abs=5e-3)
+    # the SSIM map is the local similarity whose valid-region mean is the image's SSIM
+    assert [float(maps["ssim"][i, 0, 5:-5, 5:-5].mean()) for i in range(2)] == pytest.approx(reference, abs=5e-3)
+    collection = ImageMetrics()
+    collection.update(pred, target)
+    assert float(collection.compute()["ssim"]) == pytest.approx(np.mean(reference), abs=5e-3)
+    assert set(collection.compute()) == {"mse", "mae", "psnr", "ssim", "pearson"}
+
+
+def structural_similarity_of(pred, target) -> float:
+    """scikit-image's SSIM (Gaussian 11-px window, sigma 1.5, data range 1), averaged over channels."""
+    from skimage.metrics import structural_similarity
+
+    return float(np.mean([structural_similarity(t.numpy(), p.numpy(), data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                                use_sample_covariance=False, win_size=11)
+                          for p, t in zip(pred, target)]))

@@ -33,7 +33,7 @@ def header(record: dict) -> str:
 def training(r: dict) -> list[str]:
     lines = ["## Training speed (`speed_training.py`)", "", header(r), "",
              f"Batch {r['batch']} x {r['patch']}^2 px, {r['steps_per_block']} steps per block, {r['repeats']} interleaved "
-             "repeats; medians of the per-step wall time.", "",
+             "repeats (compile: one block after them, once compiled); medians of the per-step wall time.", "",
              "| model | stainless s/step | plain PyTorch s/step | ratio (target <= 1.05) | bf16-mixed | channels_last | compile |",
              "|---|---|---|---|---|---|---|"]
     for job, j in r["jobs"].items():

@@ -152,6 +152,10 @@ def instance_heads(r: dict) -> list[str]:
             best = "**" if mode == d["best_by_mean_ap"] else ""
             lines.append(f"| {name} | {mode} | {_ms(t['pixel_iou'])} | {_ms(t['object_f1_iou50'])} | "
                          f"{best}{_ms(t['mean_ap_50_95'])}{best} |")
+    otsu = [f"{name} pixel IoU {o['pixel_iou']:.3f}, object F1 {o['object_f1_mean_over_images']:.3f} (mean over images)"
+            for name, d in r["sets"].items() if (o := d["runs"].get("none", [{}])[0].get("baseline_otsu"))]
+    if otsu:
+        lines += ["", "Otsu's threshold of the input, split like the `none` model's mask: " + "; ".join(otsu) + "."]
     return lines + [""]
 
 

@@ -43,7 +43,9 @@ NOTES = (
 def _maps(module, image: np.ndarray, tile: int, cfg: DictConfig, device) -> np.ndarray:
     """(C, H, W): foreground probability, then the instance head's map if the model has one; tiled."""
     x = torch.from_numpy(image).to(device)
-    return predict_tiled(partial(vid.segmentation_maps, module), x, tile, cfg.tile_overlap, cfg.batch_size, module.size_multiple).cpu().numpy()
+    maps = predict_tiled(partial(vid.segmentation_maps, module), x, tile, cfg.tile_overlap, cfg.batch_size,
+                         module.size_multiple)
+    return maps.cpu().numpy()
 
 
 def _overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> torch.Tensor:

@@ -232,3 +232,20 @@ def test_multiclass_losses_prefer_the_right_class(name):
     bad = good.roll(1, dims=1)
     loss = SegmentationLoss(name, classes=3, pos_weight=[0.5, 1.0, 2.0])
     assert loss(good, target)["total"] < loss(bad, target)["total"]
+
+
+def test_a_dataset_from_an_older_generator_is_written_again(tmp_path):
+    import json
+    import shutil
+
+    options = {"n_frames": 2, "n_labelme": 1, "size": 64, "cells_per_frame": 3, "video_frames": 3, "video_cells": 2}
+    root = generate_rbc_dataset(tmp_path / "rbc", **options)
+    manifest = json.loads((root / "dataset.json").read_text())
+    ground_truth = root / "videos" / "UREA_GT"
+    assert ground_truth.is_dir()
+    shutil.rmtree(ground_truth)  # what a dataset made before the tracking ground truth looks like
+    (root / "dataset.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "generator"}))
+    generate_rbc_dataset(tmp_path / "rbc", **options)
+    assert ground_truth.is_dir() and json.loads((root / "dataset.json").read_text()) == manifest
+    with pytest.raises(FileExistsError, match="other parameters"):  # another dataset is never replaced
+        generate_rbc_dataset(tmp_path / "rbc", **{**options, "n_frames": 3})

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 from skimage.draw import ellipse
@@ -160,6 +161,11 @@ def write_dataset(root: str | Path, params: dict, write: Callable[[Path], None],
         existing = json.loads(manifest.read_text())
         if existing == params:
             return root
+        if {k: v for k, v in existing.items() if k != "generator"} == {k: v for k, v in params.items() if k != "generator"}:
+            # the same dataset from an older generator (it lacks files the code now expects): made again, it is ours
+            rank_zero_info(f"{root}: made by an older generator ({existing.get('generator', 1)} < "
+                           f"{params.get('generator', 1)}); writing it again")
+            return write_dataset(root, params, write, overwrite=True)
         raise FileExistsError(
             f"{root}: holds a synthetic dataset made with other parameters ({existing}); choose another folder"
         )

@@ -108,7 +108,8 @@ def generate_rbc_dataset(
     """
     params = {"kind": "rbc", "n_frames": n_frames, "n_labelme": n_labelme, "size": size,
               "cells_per_frame": cells_per_frame, "radius": list(radius), "video_frames": video_frames,
-              "frame_interval": frame_interval, "video_cells": video_cells, "seed": seed}
+              "frame_interval": frame_interval, "video_cells": video_cells, "seed": seed,
+              "generator": 2}  # 2: videos come with a Cell Tracking Challenge ground truth
 
     def write(tmp: Path) -> None:
         for sub in ("images", "masks", "labels", "labelme", "videos"):

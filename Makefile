@@ -28,7 +28,7 @@ bench: $(STAMP)
 	cd benchmarks && for script in speed_training speed_inference speed_video real_data instance_heads uncertainty_isl quality_segmentation rbc_quality export_models; do \
 		HF_HUB_OFFLINE=1 WANDB_MODE=offline ../$(PY) $$script.py || exit 1; done; ../$(PY) write_markdown.py
 
-# Mutation testing of the core modules with the fast tests (not in CI: 30-60 minutes); writes benchmarks/results/mutation.json.
+# Mutation testing of the core modules with the fast tests (not in CI: about 5-10 minutes on 2 cores); writes benchmarks/results/mutation.json.
 mutate: $(STAMP)
 	$(PY) -m pip install -q "mutmut>=3.8,<4" 2>&1 | grep -v "is ignored" || true
 	cd benchmarks && HF_HUB_OFFLINE=1 WANDB_MODE=offline ../$(PY) mutation.py && ../$(PY) write_markdown.py

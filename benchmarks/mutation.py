@@ -8,7 +8,7 @@ files of ``pytest_add_cli_args_test_selection``; tests marked ``slow`` train net
 survived / timeout / no tests, the kill rate (target >= 85%), and the survivors by name (``mutmut show <name>``
 prints the change).
 
-Run from the repository root: ``make mutate`` (installs mutmut; about 30-60 minutes on 2 cores).
+Run from the repository root: ``make mutate`` (installs mutmut; about 5-10 minutes on 2 cores: 1,523 mutants took 5).
 """
 
 from __future__ import annotations

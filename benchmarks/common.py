@@ -28,6 +28,21 @@ def median(values) -> float:
     return float(statistics.median(values))
 
 
+def mean_sd(values) -> dict:
+    """Mean and sample standard deviation (0 for a single value) of repeated runs."""
+    values = list(values)
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def run(args: list[str], cwd: Path) -> None:
+    """Run a repository script (``train.py ...``) with this Python; its stderr tail in the error if it fails."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(args[:3])}...: {done.stderr[-3000:]}")
+
+
 def commit() -> str:
     """The commit the benchmark ran on (``+dirty`` when the work tree had uncommitted changes)."""
     import subprocess

@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, write_result
-from real_data import run, segmentation_data
+from common import ROOT, mean_sd, run, write_result
+from real_data import segmentation_data
 
 MODES = ("none", "boundary", "distance")
 
@@ -68,11 +67,6 @@ def scores_of(name: str, mode: str, seed: int, summary: dict, evaluation: dict) 
     return scores
 
 
-def mean_sd(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=5)
@@ -91,8 +85,8 @@ def main() -> None:
         for name in args.only.split(","):
             runs = {mode: [train_and_score(name, mode, seed, args.epochs, args.samples_per_epoch, work)
                            for seed in seeds] for mode in args.modes.split(",")}
-            table = {mode: {key: mean_sd([r[key] for r in rs]) for key in ("pixel_iou", "object_f1_iou50",
-                                                                            "mean_ap_50_95")}
+            table = {mode: {key: {**mean_sd(r[key] for r in rs), "values": [r[key] for r in rs]}
+                            for key in ("pixel_iou", "object_f1_iou50", "mean_ap_50_95")}
                      for mode, rs in runs.items()}
             best = max(table, key=lambda m: table[m]["mean_ap_50_95"]["mean"])
             results["sets"][name] = {"table": table, "runs": runs, "best_by_mean_ap": best}

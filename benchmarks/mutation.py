@@ -35,11 +35,9 @@ def mutmut(*args: str) -> str:
 
 
 def module_of(key: str) -> str:
-    """``stainless.metrics.objects.x_match_objects__mutmut_3`` -> ``stainless.metrics.objects``."""
-    path, _, _ = key.partition(".x")
-    if "ǁ" in key:  # a method: stainless.video.track.xǁTrackOutputsǁwrite__mutmut_2
-        path = key.split(".xǁ")[0]
-    return path
+    """``stainless.metrics.objects.x_match_objects__mutmut_3`` -> ``stainless.metrics.objects`` (methods too:
+    ``stainless.video.track.xǁTrackOutputsǁwrite__mutmut_2``)."""
+    return key.partition(".x")[0]
 
 
 def main() -> None:

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import tifffile
-from common import ROOT, SHARED_DATA, write_result
+from common import ROOT, SHARED_DATA, mean_sd, run, write_result
 
 DSB = SHARED_DATA / "dsb2018_stage1_subset"
 
@@ -52,12 +49,6 @@ def write_split(ids: list[str], root: Path) -> dict[str, list[str]]:
             tifffile.imwrite(root / name / "images" / f"{id_}.tif", iio.imread(DSB / "images" / f"{id_}.png")[..., 0])
             tifffile.imwrite(root / name / "masks" / f"{id_}.tif", tifffile.imread(DSB / "labels" / f"{id_}.tif"))
     return split
-
-
-def run(args: list[str], cwd: Path) -> None:
-    done = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(done.stderr[-3000:])
 
 
 def main() -> None:
@@ -93,12 +84,8 @@ def main() -> None:
                                      if k in stats}
                             for method, stats in evaluation["metrics"].items()}})
 
-    def mean_sd(method: str) -> dict:
-        keys = runs[0][method]
-        return {k: {"mean": statistics.fmean(r[method][k] for r in runs),
-                    "sd": statistics.stdev([r[method][k] for r in runs]) if len(runs) > 1 else 0.0} for k in keys}
-
-    model, otsu = mean_sd("model"), mean_sd("baseline_otsu")
+    model, otsu = ({k: mean_sd(r[method][k] for r in runs) for k in runs[0][method]}
+                   for method in ("model", "baseline_otsu"))
     record = {"images": {k: len(v) for k, v in split.items()}, "fluorescence_ids": ids, "test_ids": split["test"],
               "epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch, "seeds": seeds, "runs": runs,
               "model": model, "otsu_baseline_same_postprocessing": otsu,

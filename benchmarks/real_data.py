@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, SHARED_DATA, write_result
+from common import ROOT, SHARED_DATA, run, write_result
 
 VL_METRICS = ("ssim", "psnr", "pearson", "lpips", "mse", "nuclei_f1")
 
@@ -63,12 +61,6 @@ def segmentation_data(name: str) -> list[str]:
     folder = SHARED_DATA / "usiigaci_phase_wholecell_masks"
     return [f"data.source_dir={folder / 'images'}", f"data.target_dir={folder / 'labels'}", "data.split.mode=regions",
             "data.split.val_fraction=0.15", "data.split.test_fraction=0.25"]
-
-
-def run(args: list[str], cwd: Path) -> None:
-    done = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(args[:3])}...: {done.stderr[-3000:]}")
 
 
 def budget(minutes: float) -> str:

@@ -18,6 +18,11 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def table(*columns: str) -> list[str]:
+    """The two head lines of a markdown table with these columns."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def ok(flag: bool | None) -> str:
     return "meets" if flag else "**misses**"
 
@@ -34,8 +39,8 @@ def training(r: dict) -> list[str]:
     lines = ["## Training speed (`speed_training.py`)", "", header(r), "",
              f"Batch {r['batch']} x {r['patch']}^2 px, {r['steps_per_block']} steps per block, {r['repeats']} interleaved "
              "repeats (compile: one block after them, once compiled); medians of the per-step wall time.", "",
-             "| model | stainless s/step | plain PyTorch s/step | ratio (target <= 1.05) | bf16-mixed | channels_last | compile |",
-             "|---|---|---|---|---|---|---|"]
+             *table("model", "stainless s/step", "plain PyTorch s/step", "ratio (target <= 1.05)", "bf16-mixed",
+                    "channels_last", "compile")]
     for job, j in r["jobs"].items():
         s = j["median_step_s"]
         speed = j["switch_speedup_vs_default"]
@@ -43,8 +48,8 @@ def training(r: dict) -> list[str]:
                      f"x{speed.get('bf16-mixed', float('nan')):.2f} | x{speed.get('channels_last', float('nan')):.2f} | "
                      + (f"x{speed['compile']:.2f}" if "compile" in speed else f"failed: {j['compile_error']}") + " |")
     lines += ["", "Switch columns: speed-up of the step over the default (above 1 is faster).", "",
-              "| model | model consumes samples/s | loader delivers, 0 / 1 / 2 workers | loader / model (target >= 2) |",
-              "|---|---|---|---|"]
+              *table("model", "model consumes samples/s", "loader delivers, 0 / 1 / 2 workers",
+                     "loader / model (target >= 2)")]
     for job, j in r["jobs"].items():
         d = j["loader_samples_per_s"]
         ratio = j["loader_to_model_ratio"]
@@ -58,8 +63,8 @@ def inference(r: dict) -> list[str]:
              f"{r['image']}^2 image, {r['n_tiles']} tiles of {r['tile']}^2 (overlap {r['overlap']}), batch {r['batch']}: "
              f"tiled {min(r['tiled_s']):.2f}-{max(r['tiled_s']):.2f} s vs bare network {min(r['bare_s']):.2f}-"
              f"{max(r['bare_s']):.2f} s; overhead of the medians **{r['overhead']:+.1%}** (target <= 10%: {ok(r['overhead_ok'])}).", "",
-             "| image | resident before, MB | peak, MB | growth, MB | of which image-sized arrays, MB | working memory, MB |",
-             "|---|---|---|---|---|---|"]
+             *table("image", "resident before, MB", "peak, MB", "growth, MB", "of which image-sized arrays, MB",
+                    "working memory, MB")]
     for m in r["memory"]:
         lines.append(f"| {m['size']}^2 | {m['rss_before_mb']:.0f} | {m['rss_peak_mb']:.0f} | {m['growth_mb']:.0f} | "
                      f"{m['image_sized_arrays_mb']:.0f} | {m['working_mb']:.0f} |")
@@ -69,8 +74,8 @@ def inference(r: dict) -> list[str]:
 
 def video(r: dict) -> list[str]:
     lines = ["## Video analysis (`speed_video.py`)", "", header(r), "",
-             "| frames | cells | segmentation s | whole analysis s | overhead | without overlay video | analysis fps |",
-             "|---|---|---|---|---|---|---|"]
+             *table("frames", "cells", "segmentation s", "whole analysis s", "overhead", "without overlay video",
+                    "analysis fps")]
     for run in r["runs"].values():
         lines.append(f"| {run['frames']} | {run['cells']} | {run['segmentation_s']:.1f} | {run['analysis_s']:.1f} | "
                      f"{run['overhead']:+.0%} | {run['overhead_without_overlay_video']:+.0%} | {run['analysis_fps']:.1f} |")
@@ -89,8 +94,7 @@ def real_data(r: dict) -> list[str]:
              f"`experiment=virtual_labeling` and the same U-Net trained with L1 only, {r['budget_minutes']} CPU minutes "
              "each; scored on the held-out region by `evaluate.py` (nuclei: detected in the target, no labels). "
              "Bold: the model beats every baseline on that metric.", "",
-             "| data | method | SSIM | PSNR dB | Pearson r | LPIPS | nuclei F1 | hallucinated | missed |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             *table("data", "method", "SSIM", "PSNR dB", "Pearson r", "LPIPS", "nuclei F1", "hallucinated", "missed")]
     for name, d in r["virtual_labeling"].items():
         for method, s in d["table"].items():
             cells = []
@@ -99,8 +103,8 @@ def real_data(r: dict) -> list[str]:
                 cells.append(f"**{text}**" if method == "pix2pix" and d["beats_every_baseline"][metric] else text)
             lines.append(f"| {name} ({d['task']}) | {method} | {' | '.join(cells)} | {_f(s.get('lpips'))} | "
                          f"{_f(s.get('nuclei_f1'))} | {s.get('hallucinated', '')} | {s.get('missed', '')} |")
-    lines += ["", "| data | input-target r | pix2pix: generator steps, epochs, validation share of wall time | "
-              "L1-only: steps, epochs, validation share |", "|---|---|---|---|"]
+    lines += ["", *table("data", "input-target r", "pix2pix: generator steps, epochs, validation share of wall time",
+                         "L1-only: steps, epochs, validation share")]
     for name, d in r["virtual_labeling"].items():
         g, l1 = d["training"]["pix2pix"], d["training"]["l1_only_unet"]
         lines.append(f"| {name} | {_f(d['input_target_pearson'])} | {g['generator_steps']}, {g['epochs']}, "
@@ -110,7 +114,7 @@ def real_data(r: dict) -> list[str]:
     if r["segmentation"]:
         lines += ["", f"Segmentation (`experiment=rbc_segmentation` recipe, {r['segmentation_budget_minutes']} CPU "
                   "minutes, instance labels as masks):", "",
-                  "| data | pixel IoU | object F1 (IoU >= 0.5) | test images | steps | validation share |", "|---|---|---|---|---|---|"]
+                  *table("data", "pixel IoU", "object F1 (IoU >= 0.5)", "test images", "steps", "validation share")]
         for name, d in r["segmentation"].items():
             t = d["training"]
             lines.append(f"| {name} | {_f(d['pixel_iou'])} | {_f(d['object_f1_iou50'])} | {d['n_test_images']} | "
@@ -126,7 +130,7 @@ def quality_seg(r: dict) -> list[str]:
     lines = ["## Segmentation on real images (`quality_segmentation.py`)", "", header(r), ""]
     if "otsu_baseline_same_postprocessing" not in r:  # an older record: one time-budgeted run
         m, b = r["model"], r["otsu_watershed_baseline"]
-        return lines + ["| method | IoU | object F1 (IoU >= 0.5) |", "|---|---|---|",
+        return lines + [*table("method", "IoU", "object F1 (IoU >= 0.5)"),
                         f"| U-Net ResNet-18 (random init) | {m['iou']:.3f} | {m['object_f1']:.3f} |",
                         f"| Otsu threshold + watershed | {b['iou']:.3f} | {b['object_f1']:.3f} |", ""]
     m, b = r["model"], r["otsu_baseline_same_postprocessing"]
@@ -135,7 +139,7 @@ def quality_seg(r: dict) -> list[str]:
         f"{r['images']['test']} test; {r['epochs']} epochs of {r['samples_per_epoch']} crops "
         f"({r['runs'][0]['steps']} steps) per seed, seeds {r['seeds']}; mean ± sd over the seeds. The baseline is split "
         "into cells by the same post-processing as the model's mask.", "",
-        "| method | IoU | object F1 (IoU >= 0.5) |", "|---|---|---|",
+        *table("method", "IoU", "object F1 (IoU >= 0.5)"),
         f"| U-Net ResNet-18 (random init), BCE + Jaccard | {_ms(m['iou'])} | {_ms(m['object_f1'])} |",
         f"| Otsu threshold, same post-processing | {_ms(b['iou'])} | {_ms(b['object_f1'])} |", ""]
 
@@ -146,7 +150,7 @@ def instance_heads(r: dict) -> list[str]:
              f"{r['samples_per_epoch']} crops per seed (seeds {r['seeds']}), scored by `evaluate.py` on the held-out "
              "images: object F1 at IoU 0.5 and mean AP over IoU 0.5:0.95 (DSB 2018 definition) pooled over the test "
              "images; mean ± sd over the seeds.", "",
-             "| data | instances | pixel IoU | object F1 (IoU 0.5) | mean AP 0.5:0.95 |", "|---|---|---|---|---|"]
+             *table("data", "instances", "pixel IoU", "object F1 (IoU 0.5)", "mean AP 0.5:0.95")]
     for name, d in r["sets"].items():
         for mode, t in d["table"].items():
             best = "**" if mode == d["best_by_mean_ap"] else ""
@@ -164,7 +168,7 @@ def mutation(r: dict) -> list[str]:
              f"mutmut changes one operator, constant or argument at a time; a mutant is killed when a fast test fails. "
              f"Kill rate = (killed + timeout) / (killed + timeout + survived); \"no tests\" are mutants in code no "
              f"fast test reaches (counted separately). Target >= {r['target_kill_rate']:.0%} per module.", "",
-             "| module | mutants | killed | survived | timeout | no tests | kill rate | target |", "|---|---|---|---|---|---|---|---|"]
+             *table("module", "mutants", "killed", "survived", "timeout", "no tests", "kill rate", "target")]
     for module, m in r["modules"].items():
         total = sum(m.get(k, 0) for k in ("killed", "survived", "timeout", "no tests", "suspicious", "skipped"))
         lines.append(f"| `{module}` | {total} | {m.get('killed', 0)} | {m.get('survived', 0)} | {m.get('timeout', 0)} | "
@@ -176,8 +180,8 @@ def mutation(r: dict) -> list[str]:
 def rbc(r: dict) -> list[str]:
     lines = ["## Synthetic red blood cells: the demo recipe (`rbc_quality.py`)", "", header(r), "",
              f"Test frames: pixel IoU {r['iou']:.3f} (target 0.9: {ok(r['iou_ok'])}), object F1 {r['object_f1']:.3f}.", "",
-             "| condition | tau true s | tau recovered s | error (target <= 10%) | cells fitted | CTC TRA (target >= 0.95) |",
-             "|---|---|---|---|---|---|"]
+             *table("condition", "tau true s", "tau recovered s", "error (target <= 10%)", "cells fitted",
+                    "CTC TRA (target >= 0.95)")]
     for name, c in r["conditions"].items():
         lines.append(f"| {name} | {c['tau_true']:.1f} | {c['tau_recovered']:.1f} | {c['tau_error']:.1%} | "
                      f"{c['n_cells']} | {_f(c.get('tra'))} |")
@@ -189,8 +193,8 @@ def exported(r: dict) -> list[str]:
              "The `make demo` models exported with `export.py`: the bioimage.io package checked by `bioimageio.core`'s "
              "`test_model` (offline), ONNX and TorchScript compared with PyTorch on a real and a random input (largest "
              "absolute difference), and CPU time of one forward pass of each format (median).", "",
-             "| model | test_model | ONNX max diff | TorchScript max diff | input | PyTorch | ONNX Runtime | TorchScript |",
-             "|---|---|---|---|---|---|---|---|"]
+             *table("model", "test_model", "ONNX max diff", "TorchScript max diff", "input", "PyTorch", "ONNX Runtime",
+                    "TorchScript")]
     for job, m in r["models"].items():
         t, d = m["timing"]["seconds"], m["max_abs_difference"]
         lines.append(f"| {job} | {m['test_model']['status']} | {max(d['onnx'].values()):.1e} | "
@@ -204,7 +208,7 @@ def uncertainty(r: dict) -> list[str]:
              f"{r['task']}: the default recipe for {r['budget_minutes']} CPU minutes ({r['epochs']} epochs), evaluated "
              f"on the held-out region with test-time augmentation: {r['nuclei']['tp']} nuclei found, "
              f"{r['nuclei']['hallucinated']} invented, {r['nuclei']['missed']} missed.", "",
-             "| map | invented vs found nuclei (pixel ROC AUC) | wrong vs right nuclei (pixel ROC AUC) |", "|---|---|---|"]
+             *table("map", "invented vs found nuclei (pixel ROC AUC)", "wrong vs right nuclei (pixel ROC AUC)")]
     for name, values in r["map_separation"].items():
         label = {"uncertainty": "uncertainty (relative spread, evaluate.py's map)",
                  "spread": "plain standard deviation (the old map)"}.get(name, name)

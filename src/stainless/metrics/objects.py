@@ -30,8 +30,11 @@ def instances_from_mask(mask: np.ndarray, min_size: int = 20, min_distance: int 
     peaks = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
     markers = np.zeros(mask.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    labels = watershed(-distance, markers, mask=mask)
-    # components without a peak (tiny or flat) keep their own label
+    return _label_the_rest(watershed(-distance, markers, mask=mask), components, mask)
+
+
+def _label_the_rest(labels: np.ndarray, components: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Parts of the mask the seeded watershed left unlabelled (no seed in them) keep their own label each."""
     missing = np.unique(components[(labels == 0) & mask])
     for offset, comp in enumerate(missing[missing > 0], start=labels.max() + 1):
         labels[components == comp] = offset
@@ -65,12 +68,8 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     seeds, _ = ndi.label(core)
     if min_size > 1:
         seeds[(np.bincount(seeds.ravel()) < min_size)[seeds]] = 0
-    labels = watershed(landscape, seeds, mask=mask)
-    components, _ = ndi.label(mask)
-    missing = np.unique(components[(labels == 0) & mask])
-    for offset, comp in enumerate(missing[missing > 0], start=labels.max() + 1):
-        labels[components == comp] = offset  # (at least min_size: the mask was filtered, and objects hold a seed)
-    return labels.astype(np.int32)
+    # the unseeded parts are at least min_size: the mask was filtered
+    return _label_the_rest(watershed(landscape, seeds, mask=mask), ndi.label(mask)[0], mask)
 
 
 def iou_matrix(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

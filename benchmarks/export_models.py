@@ -42,8 +42,8 @@ def timings(ckpt: Path, onnx: Path, torchscript: Path, size: int, repeats: int) 
     import numpy as np
     import torch
 
-    from stainless.checkpoint import module_from_checkpoint
     from stainless.export.formats import onnx_runner, time_runs, torchscript_runner
+    from stainless.models.checkpoint import module_from_checkpoint
     from stainless.models.inference_network import inference_network
 
     module, _ = module_from_checkpoint(ckpt)

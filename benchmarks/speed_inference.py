@@ -21,7 +21,7 @@ import torch
 from common import ROOT, median, write_result
 
 from stainless.data.datasets import grid_starts
-from stainless.tiling import predict_tiled
+from stainless.inference.tiling import predict_tiled
 
 TILE, OVERLAP, BATCH = 256, 0.25, 4
 

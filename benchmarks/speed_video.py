@@ -29,7 +29,7 @@ NORMALIZATION = {"mode": "range", "vmin": 0, "vmax": 255}
 def trained_segmenter(root: Path, epochs: int):
     from hydra import compose, initialize_config_dir
 
-    from stainless.checkpoint import module_from_checkpoint
+    from stainless.models.checkpoint import module_from_checkpoint
     from stainless.train import train
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

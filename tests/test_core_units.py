@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stainless.data.instances import check_mode, instance_target, objects_of
+from stainless.data.instances import check_mode, instance_target, object_diameters, objects_of, scale_summary
 from stainless.metrics.objects import (
     DEFAULT_SIZES,
     decode_instances,
@@ -15,8 +15,6 @@ from stainless.metrics.objects import (
     iou_matrix,
     match_objects,
     mean_average_precision,
-    object_diameters,
-    scale_summary,
     size_parameters,
 )
 from stainless.video.fit import fit_shrinking, shrink_model, summarise_conditions
@@ -346,7 +344,7 @@ def _sin2(size: int) -> np.ndarray:
 
 
 def test_blend_window_is_the_outer_product_of_squared_sines():
-    from stainless.tiling import blend_window
+    from stainless.inference.tiling import blend_window
 
     window = blend_window(8)
     assert window.shape == (8, 8)
@@ -358,7 +356,7 @@ def test_overlapping_tiles_are_averaged_with_the_blend_weights():
     import torch
 
     from stainless.data.datasets import grid_starts
-    from stainless.tiling import predict_tiled
+    from stainless.inference.tiling import predict_tiled
 
     image = torch.zeros(1, 16, 24)
     calls = []
@@ -384,7 +382,7 @@ def test_padding_reflects_when_it_can_and_replicates_otherwise():
     import torch
     import torch.nn.functional as F
 
-    from stainless.tiling import _pad
+    from stainless.inference.tiling import _pad
 
     image = torch.arange(35.0).reshape(1, 5, 7)
     assert _pad(image, 5, 7) is image and _pad(image, 4, 6) is image  # nothing to add

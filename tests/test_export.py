@@ -15,10 +15,10 @@ import torch
 from conftest import run_config_factory, tiny_train_config
 from lightning.pytorch.utilities.parsing import AttributeDict
 
-from stainless.checkpoint import CheckpointError, init_weights_from, module_from_checkpoint
 from stainless.export import export
 from stainless.export.formats import ExportError, check_parity, onnx_runner, torchscript_runner
 from stainless.io import ImageReadError, pixel_size, write_tiff
+from stainless.models.checkpoint import CheckpointError, init_weights_from, module_from_checkpoint
 from stainless.train import train
 
 SEGMENTER = ["experiment=rbc_segmentation", "backbone.encoder_weights=null", "data.synthetic.n_frames=6",
@@ -239,6 +239,6 @@ def test_predictions_carry_the_input_pixel_size(checkpoints, cfg_eval, tmp_path)
 
 
 def synthetic_root(checkpoint: Path) -> str:
-    from stainless.checkpoint import load_checkpoint
+    from stainless.models.checkpoint import load_checkpoint
 
     return load_checkpoint(checkpoint)["datamodule_hyper_parameters"]["synthetic"]["root"]

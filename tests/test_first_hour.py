@@ -19,10 +19,11 @@ from stainless.data.samples import paired_folder_samples
 from stainless.data.validate import mask_problem
 from stainless.evaluation.report import verdict
 from stainless.evaluation.segmentation import baseline_masks, true_objects
+from stainless.inference.nuclei import NucleusDetector
+from stainless.inference.tiling import predict_tiled
+from stainless.inference.uncertainty import spread_map, uncertainty_map
 from stainless.io import ImageReadError
-from stainless.metrics.nuclei import MapSeparation, NucleusDetector, error_kinds, error_masks, score_nuclei
-from stainless.tiling import predict_tiled
-from stainless.uncertainty import spread_map, uncertainty_map
+from stainless.metrics.nuclei import MapSeparation, error_kinds, error_masks, score_nuclei
 from stainless.utils.overrides import unknown_keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,9 +255,9 @@ def test_evaluate_refuses_wrong_inputs_and_judges_the_model(segmenter, cfg_eval,
 
 
 def test_object_scale_is_recorded_from_the_annotations_and_sizes_the_post_processing(segmenter, cfg_eval, tmp_path):
-    from stainless.checkpoint import load_checkpoint
     from stainless.evaluate import evaluate
     from stainless.metrics.objects import size_parameters
+    from stainless.models.checkpoint import load_checkpoint
 
     scale = load_checkpoint(segmenter)["hyper_parameters"]["object_scale"]
     # the synthetic cells have radii 11-16 px (LabelMe polygons): diameters about 22-32 px

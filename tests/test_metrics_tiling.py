@@ -4,8 +4,8 @@ import torch
 import torchvision
 from torch import nn
 
+from stainless.inference.tiling import predict_tiled
 from stainless.metrics.image import ImageMetrics, LPIPSScorer, image_maps, pearson_per_image, per_image_metrics
-from stainless.tiling import predict_tiled
 
 
 def test_metrics_on_known_cases():

@@ -115,7 +115,7 @@ def test_speed_switches_channels_last_and_compile(cfg_train):
     """channels_last runs a real training step in NHWC; compile keeps parameter names (checkpoints unchanged)."""
     from pathlib import Path
 
-    from stainless.checkpoint import module_from_checkpoint
+    from stainless.models.checkpoint import module_from_checkpoint
     from stainless.train import train
 
     cfg = cfg_train("channels_last=true", "test=false")

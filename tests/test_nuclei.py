@@ -12,10 +12,11 @@ from torch import nn
 
 from stainless.data.synthetic import synthesize_tissue
 from stainless.evaluate import evaluate
+from stainless.inference.nuclei import NucleusDetector
+from stainless.inference.uncertainty import dihedral, sample_predictions, uncertainty_map
 from stainless.io import normalize
-from stainless.metrics.nuclei import MapSeparation, NucleusDetector, error_masks, nuclei_table, roc_auc, score_nuclei
+from stainless.metrics.nuclei import MapSeparation, error_masks, nuclei_table, roc_auc, score_nuclei
 from stainless.train import train
-from stainless.uncertainty import dihedral, sample_predictions, uncertainty_map
 
 
 def _squares(size, boxes):
@@ -223,8 +224,8 @@ def test_logged_visuals_outline_the_nuclei(cfg_train):
     train(cfg)
     from types import SimpleNamespace
 
-    from stainless.checkpoint import module_from_checkpoint
     from stainless.data.datasets import LoadedSample
+    from stainless.models.checkpoint import module_from_checkpoint
 
     module, _ = module_from_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     image, labels = _tissue(0, size=64)

@@ -9,8 +9,8 @@ import pytest
 import tifffile
 import torch
 
-from stainless.checkpoint import CheckpointError, load_checkpoint, module_from_checkpoint
 from stainless.evaluate import evaluate
+from stainless.models.checkpoint import CheckpointError, load_checkpoint, module_from_checkpoint
 from stainless.train import train
 
 
@@ -109,7 +109,7 @@ def test_init_from_copies_matching_weights_and_reports_the_rest(cfg_train):
 
 
 def test_init_from_really_sets_the_weights(cfg_train):
-    from stainless.checkpoint import init_weights_from
+    from stainless.models.checkpoint import init_weights_from
     from stainless.models.pix2pix_module import Pix2PixModule
 
     source = cfg_train(run="source")

@@ -16,10 +16,10 @@ import pytest
 import tifffile
 import torch
 
-from stainless.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
 from stainless.data.datamodule import MicroscopyDataModule
 from stainless.evaluate import evaluate
 from stainless.io import ImageReadError, image_shape, read_image
+from stainless.models.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
 from stainless.train import train
 from stainless.video import read_frames
 

@@ -177,7 +177,7 @@ def test_auto_pos_weight_and_training_step(cfg_train, tmp_path):
     run = Path(cfg.paths.output_dir)
     summary = json.loads((run / "summary.json").read_text())
     assert {"val/iou", "val/soft_iou", "val/dice", "val/precision", "val/recall", "val/iou_best"} <= set(metrics)
-    from stainless.checkpoint import load_checkpoint
+    from stainless.models.checkpoint import load_checkpoint
 
     hp = load_checkpoint(summary["best_model_path"])["hyper_parameters"]
     assert isinstance(hp["loss"]["pos_weight"], float) and hp["loss"]["pos_weight"] > 1  # cells are the minority

@@ -13,9 +13,9 @@ import torch
 import yaml
 
 from stainless import metric_direction
-from stainless.checkpoint import load_checkpoint
 from stainless.evaluation.compare import compare_runs, find_runs
 from stainless.evaluation.compare import main as compare_main
+from stainless.models.checkpoint import load_checkpoint
 from stainless.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -258,7 +258,7 @@ def test_a_cross_validation_multirun_writes_a_mean_and_sd_table(tmp_path, capsys
 
 def test_discriminator_warmup_and_ssim_term(cfg_train):
     """During the warm-up batches the discriminator is not trained; afterwards it is; the SSIM term is logged."""
-    from stainless.checkpoint import load_checkpoint
+    from stainless.models.checkpoint import load_checkpoint
 
     cfg = cfg_train("trainer.max_epochs=1", "test=false", "data.patches_per_image=null", "data.samples_per_epoch=20",
                     "trainer.limit_train_batches=null",
@@ -291,7 +291,7 @@ def test_the_command_line_gives_one_line_and_exit_code_1_for_a_bad_setting(tmp_p
 
 
 def test_lr_schedule_warms_up_then_decays_to_its_final_factor(cfg_train):
-    from stainless.checkpoint import load_checkpoint
+    from stainless.models.checkpoint import load_checkpoint
 
     cfg = cfg_train("trainer.max_epochs=2", "test=false", "data.patches_per_image=null", "data.samples_per_epoch=16",
                     "trainer.limit_train_batches=null", "model.lr=1e-3", "model.lr_schedule={warmup_steps:2,final_factor:0.1}",

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from stainless.checkpoint import CheckpointError, module_from_checkpoint
 from stainless.evaluation.images import evaluate_images
 from stainless.evaluation.inputs import data_options
 from stainless.evaluation.segmentation import evaluate_segmenter
+from stainless.models.checkpoint import CheckpointError, module_from_checkpoint
 from stainless.models.segmentation_module import SegmentationModule
 from stainless.utils.config import check_types, ensure_new_run_dir
 from stainless.utils.secrets import redact_files

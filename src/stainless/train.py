@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stainless.callbacks.ranks import RankShards
 from stainless.callbacks.timing import ValidationTime
-from stainless.checkpoint import AtomicCheckpointIO, init_weights_from, load_checkpoint, resolve_resume
+from stainless.models.checkpoint import AtomicCheckpointIO, init_weights_from, load_checkpoint, resolve_resume
 from stainless.utils.config import check_types, ensure_new_run_dir, flatten, is_global_zero_process, to_plain
 from stainless.utils.errors import log_file
 from stainless.utils.logging import build_callbacks, build_loggers, finish_wandb, save_config, write_json

@@ -9,7 +9,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from stainless.visuals import grid
+from stainless.utils.visuals import grid
 
 
 class ImageLogger(L.Callback):

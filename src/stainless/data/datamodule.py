@@ -287,7 +287,7 @@ class MicroscopyDataModule(L.LightningDataModule):
         instance masks; else the connected components of binary masks): median, 5-95%, count. None for images."""
         from skimage.measure import label
 
-        from stainless.metrics.objects import object_diameters, scale_summary
+        from stainless.data.instances import object_diameters, scale_summary
 
         if self.hparams.target_type != "mask":
             return None

@@ -45,3 +45,18 @@ def instance_target(objects: np.ndarray, mode: str) -> np.ndarray:
     peak = np.zeros(int(ids.max()) + 1)
     peak[ids] = ndi.maximum(distance, objects, ids)
     return np.where(objects > 0, distance / np.maximum(peak[objects], 1), 0).astype(np.float32)
+
+
+def object_diameters(labels: np.ndarray) -> np.ndarray:
+    """Equivalent-disk diameter, sqrt(4 area / pi), of every labelled object (pixels)."""
+    areas = np.bincount(np.asarray(labels, np.int64).ravel())[1:]
+    return np.sqrt(4 * areas[areas > 0] / np.pi)
+
+
+def scale_summary(diameters: np.ndarray) -> dict | None:
+    """Median and 5-95% range of object diameters, and how many objects they come from (None without objects)."""
+    if not len(diameters):
+        return None
+    p5, median, p95 = np.percentile(diameters, [5, 50, 95])
+    return {"diameter_median": float(median), "diameter_p5": float(p5), "diameter_p95": float(p95),
+            "n_objects": int(len(diameters))}

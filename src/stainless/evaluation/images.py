@@ -20,13 +20,14 @@ from stainless.evaluation.inputs import new_input_samples
 from stainless.evaluation.nuclei import COLUMNS as NUCLEI_COLUMNS
 from stainless.evaluation.nuclei import NucleiEvaluation, report_section, separation_maps
 from stainless.evaluation.report import print_outcome, verdict, verdict_section, write_report
+from stainless.inference.nuclei import NucleusDetector
+from stainless.inference.tiling import predict_tiled
+from stainless.inference.uncertainty import sample_predictions, spread_map, uncertainty_map
 from stainless.io import image_dtype, pixel_size_of, to_dtype, write_tiff
 from stainless.metrics.image import HIGHER_IS_BETTER, LPIPSScorer, image_maps, per_image_metrics
-from stainless.metrics.nuclei import NucleusDetector, outline_nuclei, write_labels
-from stainless.tiling import predict_tiled
-from stainless.uncertainty import sample_predictions, spread_map, uncertainty_map
+from stainless.metrics.nuclei import outline_nuclei, write_labels
 from stainless.utils.logging import describe, save_config, write_json
-from stainless.visuals import colorize, grid, image_to_image_panels, to_rgb
+from stainless.utils.visuals import colorize, grid, image_to_image_panels, to_rgb
 
 METRICS = ("mse", "mae", "psnr", "ssim", "pearson", "lpips", *NUCLEI_COLUMNS)
 

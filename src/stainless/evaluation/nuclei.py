@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from stainless.inference.nuclei import NucleusDetector
 from stainless.metrics.nuclei import (
     MapSeparation,
-    NucleusDetector,
     error_kinds,
     error_masks,
     nuclei_table,

@@ -9,7 +9,7 @@ from typing import Any
 import imageio.v3 as iio
 from lightning.pytorch.utilities import rank_zero_info
 
-from stainless.visuals import grid
+from stainless.utils.visuals import grid
 
 EXPLANATIONS = {
     "mse": "Mean squared error of intensities (0 is perfect). Dominated by large errors on bright structures; "

@@ -19,6 +19,7 @@ from stainless.data.datamodule import MicroscopyDataModule
 from stainless.data.datasets import load_sample
 from stainless.evaluation.inputs import new_input_samples
 from stainless.evaluation.report import SEGMENTATION_EXPLANATIONS, print_outcome, verdict, verdict_section, write_report
+from stainless.inference.tiling import predict_tiled
 from stainless.io import ImageReadError, agreed_pixel_size, check_pixel_size, pixel_size_of, write_tiff
 from stainless.metrics.objects import (
     IOU_THRESHOLDS,
@@ -28,9 +29,8 @@ from stainless.metrics.objects import (
     mean_average_precision,
     size_parameters,
 )
-from stainless.tiling import predict_tiled
 from stainless.utils.logging import describe, save_config, write_json
-from stainless.visuals import to_rgb
+from stainless.utils.visuals import to_rgb
 
 SWEEP = tuple(np.round(np.arange(0.1, 0.95, 0.1), 2))
 NOTES = (

@@ -16,7 +16,6 @@ import yaml
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from stainless.checkpoint import CheckpointError, module_from_checkpoint
 from stainless.export.formats import (
     ExportError,
     check_parity,
@@ -26,6 +25,7 @@ from stainless.export.formats import (
     write_onnx,
     write_torchscript,
 )
+from stainless.models.checkpoint import CheckpointError, module_from_checkpoint
 from stainless.models.inference_network import inference_network, network_kwargs
 
 FORMATS = {"bioimageio": ".zip", "onnx": ".onnx", "torchscript": ".pt"}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -290,40 +289,3 @@ def test_package(path: Path) -> dict[str, Any]:
         shutil.rmtree(cache, ignore_errors=True)
     failures = [f"{d.name}: {e.msg.splitlines()[0][:300]}" for d in summary.details for e in d.errors]
     return {"status": summary.status, "failures": failures}
-
-
-def package_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The PyTorch state-dict weights and the ``config.stainless`` block of a stainless bioimage.io package
-    (a .zip or a folder), read without running anything in it.
-
-    Raises:
-        ExportError: not a package, no state-dict weights, or not made by stainless.
-    """
-    import yaml
-
-    path = Path(path)
-
-    def read(name: str) -> bytes:
-        if path.is_dir():
-            return (path / name).read_bytes()
-        with zipfile.ZipFile(path) as archive:
-            return archive.read(name)
-
-    try:
-        rdf = yaml.safe_load(read("rdf.yaml"))
-    except (KeyError, FileNotFoundError, zipfile.BadZipFile):
-        raise ExportError(f"{path}: not a bioimage.io package (no rdf.yaml)") from None
-    stainless = (rdf.get("config") or {}).get("stainless")
-    weights = (rdf.get("weights") or {}).get("pytorch_state_dict")
-    if not stainless or not weights:
-        raise ExportError(f"{path}: not a bioimage.io package made by stainless (no config.stainless or no "
-                          "pytorch_state_dict weights); init_from needs one of ours")
-    import io
-
-    state = torch.load(io.BytesIO(read(weights["source"])), map_location="cpu", weights_only=True)
-    return state, stainless
-
-
-def is_package(path: str | Path) -> bool:
-    path = Path(path)
-    return (path.is_dir() and (path / "rdf.yaml").is_file()) or (path.suffix.lower() == ".zip" and path.is_file())

@@ -126,21 +126,6 @@ def mean_average_precision(by_threshold: dict) -> float:
 DEFAULT_SIZES = {"min_size": 30, "min_distance": 7, "max_distance": 15.0}
 
 
-def object_diameters(labels: np.ndarray) -> np.ndarray:
-    """Equivalent-disk diameter, sqrt(4 area / pi), of every labelled object (pixels)."""
-    areas = np.bincount(np.asarray(labels, np.int64).ravel())[1:]
-    return np.sqrt(4 * areas[areas > 0] / np.pi)
-
-
-def scale_summary(diameters: np.ndarray) -> dict | None:
-    """Median and 5-95% range of object diameters, and how many objects they come from (None without objects)."""
-    if not len(diameters):
-        return None
-    p5, median, p95 = np.percentile(diameters, [5, 50, 95])
-    return {"diameter_median": float(median), "diameter_p5": float(p5), "diameter_p95": float(p95),
-            "n_objects": int(len(diameters))}
-
-
 def size_parameters(options, recorded: dict | None) -> dict:
     """Pixel sizes of the object post-processing: each given setting (a number) wins; ``auto`` derives it from
     ``options["diameter"]`` (a number) or the diameter recorded from the training annotations.

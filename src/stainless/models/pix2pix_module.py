@@ -13,14 +13,15 @@ from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from stainless.inference.nuclei import NucleusDetector
+from stainless.inference.tiling import predict_tiled
 from stainless.metrics.image import HIGHER_IS_BETTER, ImageMetrics, LPIPSScorer, image_maps, per_image_metrics
-from stainless.metrics.nuclei import NucleusDetector, outline_nuclei, score_nuclei
+from stainless.metrics.nuclei import outline_nuclei, score_nuclei
 from stainless.models.base import StainlessModule
 from stainless.models.components.generators import CLASSIC, build_generator
 from stainless.models.components.patchgan import PatchGANDiscriminator
-from stainless.tiling import predict_tiled
 from stainless.utils.pretrained import PretrainedWeightsMissing, lpips_missing_message
-from stainless.visuals import image_to_image_panels
+from stainless.utils.visuals import image_to_image_panels
 
 
 def adversarial_loss(kind: str, logits: torch.Tensor, real: bool, for_discriminator: bool) -> torch.Tensor:

@@ -26,7 +26,7 @@ from torchmetrics.classification import (
 from stainless.data.instances import check_mode, instance_target, objects_of
 from stainless.models.base import StainlessModule
 from stainless.models.components.generators import build_smp
-from stainless.visuals import to_rgb
+from stainless.utils.visuals import to_rgb
 
 
 class SegmentationLoss(nn.Module):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 CELL_COLUMNS = ["condition", "time_s", "label", "y", "x", "area", "perimeter", "equivalent_diameter",
                 "circularity", "cell", "frame", "parent", "area_um2", "perimeter_um", "equivalent_diameter_um"]
 

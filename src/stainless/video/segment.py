@@ -8,8 +8,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
+from stainless.inference.tiling import predict_tiled
 from stainless.io import normalize
-from stainless.tiling import predict_tiled
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from stainless.tiling import predict_tiled
+from stainless.inference.tiling import predict_tiled
 
 METHODS = ("none", "tta", "mc_dropout")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import io
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +134,43 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, map_location or "cpu", weights_only=True if weights_only is None else weights_only)
 
 
+def package_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The PyTorch state-dict weights and the ``config.stainless`` block of a stainless bioimage.io package
+    (a .zip or a folder), read without running anything in it.
+
+    Raises:
+        CheckpointError: not a package, no state-dict weights, or not made by stainless.
+    """
+    import yaml
+
+    path = Path(path)
+
+    def read(name: str) -> bytes:
+        if path.is_dir():
+            return (path / name).read_bytes()
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(name)
+
+    try:
+        rdf = yaml.safe_load(read("rdf.yaml"))
+    except (KeyError, FileNotFoundError, zipfile.BadZipFile):
+        raise CheckpointError(f"{path}: not a bioimage.io package (no rdf.yaml)") from None
+    stainless = (rdf.get("config") or {}).get("stainless")
+    weights = (rdf.get("weights") or {}).get("pytorch_state_dict")
+    if not stainless or not weights:
+        raise CheckpointError(f"{path}: not a bioimage.io package made by stainless (no config.stainless or no "
+                          "pytorch_state_dict weights); init_from needs one of ours")
+    state = torch.load(io.BytesIO(read(weights["source"])), map_location="cpu", weights_only=True)
+    return state, stainless
+
+
+def is_package(path: str | Path) -> bool:
+    path = Path(path)
+    return (path.is_dir() and (path / "rdf.yaml").is_file()) or (path.suffix.lower() == ".zip" and path.is_file())
+
+
 def _package_weights(module: torch.nn.Module, path: Path) -> dict[str, Any]:
     """The network weights of a stainless bioimage.io package, named as in ``module``."""
-    from stainless.export.bioimageio import package_state_dict
     from stainless.models.inference_network import network_attribute, network_kwargs
 
     state, meta = package_state_dict(path)
@@ -152,8 +188,6 @@ def init_weights_from(module: torch.nn.Module, path: str | Path) -> dict[str, An
     Returns:
         report with ``loaded`` count and the ``missing``, ``unexpected`` and ``shape_mismatch`` key lists.
     """
-    from stainless.export.bioimageio import is_package
-
     path = Path(path).expanduser()
     if is_package(path):
         source = _package_weights(module, path)

@@ -13,7 +13,7 @@ class CrossValidationTable(Callback):
     each setting) into the sweep directory and print it; other multiruns are left alone."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from stainless.evaluation.compare import format_cv, write_cv_table
+        from stainless.evaluation.compare import format_cv, write_cv_table  # imported when the sweep ends
 
         try:
             summary = write_cv_table(config.hydra.sweep.dir)

@@ -23,12 +23,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="epochs of 512 crops (64 generator steps each)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="two tiny epochs (a smoke run)")
+    parser.add_argument("--work", type=Path, help="keep the training and evaluation runs here (default: a temporary "
+                        "folder, removed at the end)")
     args = parser.parse_args()
     fields, description = vl_fields("isl")
     overrides = ["experiment=virtual_labeling", "data=paired_folders", *fields, "data.split.mode=regions",
                  "data.split.val_fraction=0.15", "data.split.test_fraction=0.25", "data.label_dir=null"]
     with tempfile.TemporaryDirectory() as tmp:
-        summary, evaluation = train_and_evaluate(overrides, Path(tmp), "isl", args.epochs, args.quick, args.seed,
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        summary, evaluation = train_and_evaluate(overrides, work, "isl", args.epochs, args.quick, args.seed,
                                                  ("uncertainty.method=tta", "uncertainty.n_samples=8"))
     nuclei = evaluation["nuclei"]
     separation = {name: nuclei["map_separation"][name] for name in ("uncertainty", "spread", "abs_error", "1-ssim")

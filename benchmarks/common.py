@@ -44,13 +44,15 @@ def run(args: list[str], cwd: Path) -> None:
 
 
 def commit() -> str:
-    """The commit the benchmark ran on (``+dirty`` when the work tree had uncommitted changes)."""
+    """The commit the benchmark ran on (``+dirty`` when the work tree had uncommitted changes outside
+    ``benchmarks/results/``)."""
     import subprocess
 
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
+        # results written by an earlier benchmark of the same `make bench` are not a change of the code
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.strip() + ("+dirty" if dirty else "")

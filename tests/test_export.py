@@ -134,6 +134,27 @@ def test_init_from_an_exported_package_restores_identical_weights(checkpoints, e
     assert cfg.model.init_from == str(package)
 
 
+def test_init_from_refuses_packages_that_are_not_ours(tmp_path):
+    """init_from= reads only stainless packages; anything else is refused with the file named, before any weight
+    is touched."""
+    import zipfile
+
+    from stainless.models.checkpoint import is_package, package_state_dict
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "rdf.yaml").write_text("type: model\nweights:\n  onnx: {source: model.onnx}\n")
+    assert is_package(foreign)
+    with pytest.raises(CheckpointError, match="foreign: not a bioimage.io package made by stainless"):
+        package_state_dict(foreign)
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as archive:
+        archive.writestr("readme.txt", "no rdf here")
+    with pytest.raises(CheckpointError, match=r"empty.zip: not a bioimage.io package \(no rdf.yaml\)"):
+        package_state_dict(empty)
+    assert not is_package(tmp_path / "weights.ckpt")
+
+
 def test_export_refuses_bad_requests(checkpoints, export_cfg, tmp_path):
     with pytest.raises(ValueError, match="format=keras: not an export format"):
         export(export_cfg(f"ckpt_path={checkpoints['segmentation']}", "format=keras"))

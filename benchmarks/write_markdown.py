@@ -94,11 +94,11 @@ def real_data(r: dict) -> list[str]:
              f"(pix2pix) and the same U-Net trained with L1 only, {r['epochs']} epochs of 64 generator steps each, once per "
              "seed; scored on the held-out region by `evaluate.py` (nuclei: detected in the target, no labels); mean ± sd "
              "over the seeds. Bold: pix2pix beats every baseline on that metric (on the means).", "",
-             *table("data", "method", "SSIM", "PSNR dB", "Pearson r", "nuclei F1", "hallucinated", "missed")]
+             *table("data", "method", "SSIM", "PSNR dB", "Pearson r", "LPIPS", "nuclei F1", "hallucinated", "missed")]
     for name, d in r["virtual_labeling"].items():
         for method, s in d["table"].items():
             cells = []
-            for metric in ("ssim", "psnr", "pearson", "nuclei_f1"):
+            for metric in ("ssim", "psnr", "pearson", "lpips", "nuclei_f1"):  # LPIPS: n/a without its weights
                 text = _ms(s[metric], 2 if metric == "psnr" else 3) if metric in s else "n/a"
                 bold = method == "pix2pix" and d["beats_every_baseline"].get(metric)
                 cells.append(f"**{text}**" if bold else text)

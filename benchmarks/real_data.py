@@ -28,10 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 from common import ROOT, SHARED_DATA, mean_sd, run, write_result
+
+from stainless.metrics.image import HIGHER_IS_BETTER
 
 VL_METRICS = ("ssim", "psnr", "pearson", "lpips", "mse", "nuclei_f1")
 
@@ -67,11 +68,9 @@ def train_and_evaluate(overrides: list[str], root: Path, tag: str, epochs: int, 
     """Train ``epochs`` epochs with ``seed`` and score the held-out part with ``evaluate.py``."""
     run_dir, eval_dir = root / f"{tag}_{seed}_train", root / f"{tag}_{seed}_eval"
     limit = ["trainer.max_epochs=2", "data.samples_per_epoch=16"] if quick else [f"trainer.max_epochs={epochs}"]
-    started = time.time()
     run([str(ROOT / "train.py"), *overrides, *limit, f"seed={seed}", "test=false", "callbacks.early_stopping=null",
          "callbacks.progress_bar.refresh_rate=0", "print_config=false", "logger=csv", f"hydra.run.dir={run_dir}"], cwd=root)
     summary = json.loads((run_dir / "summary.json").read_text())
-    summary["wall_s"] = round(time.time() - started, 1)
     run([str(ROOT / "evaluate.py"), f"ckpt_path={summary['last_model_path']}", f"hydra.run.dir={eval_dir}",
          *evaluate_with, "report=markdown"], cwd=root)
     return summary, json.loads((eval_dir / "summary.json").read_text())
@@ -97,12 +96,10 @@ def over_seeds(per_seed: list[dict]) -> dict[str, dict]:
     return {m: {**mean_sd(s[m] for s in per_seed), "runs": [s[m] for s in per_seed]} for m in metrics}
 
 
-# higher is better for these; lower for the rest that are compared
-HIGHER = {"ssim": True, "psnr": True, "pearson": True, "nuclei_f1": True, "mse": False, "lpips": False}
-
-
 def better(a: dict, b: dict, metric: str) -> bool:
-    return a[metric]["mean"] > b[metric]["mean"] if HIGHER[metric] else a[metric]["mean"] < b[metric]["mean"]
+    """Whether ``a``'s mean over the seeds beats ``b``'s on ``metric`` (in the metric's own direction)."""
+    higher = HIGHER_IS_BETTER[metric]
+    return a[metric]["mean"] > b[metric]["mean"] if higher else a[metric]["mean"] < b[metric]["mean"]
 
 
 def virtual_labeling(name: str, epochs: int, seeds: list[int], quick: bool, extra: list[str], l1: bool = True) -> dict:

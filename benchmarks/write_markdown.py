@@ -121,11 +121,6 @@ def _ms(stats: dict, digits: int = 3) -> str:
 
 def quality_seg(r: dict) -> list[str]:
     lines = ["## Segmentation on real images (`quality_segmentation.py`)", "", header(r), ""]
-    if "otsu_baseline_same_postprocessing" not in r:  # an older record: one time-budgeted run
-        m, b = r["model"], r["otsu_watershed_baseline"]
-        return lines + [*table("method", "IoU", "object F1 (IoU >= 0.5)"),
-                        f"| U-Net ResNet-18 (random init) | {m['iou']:.3f} | {m['object_f1']:.3f} |",
-                        f"| Otsu threshold + watershed | {b['iou']:.3f} | {b['object_f1']:.3f} |", ""]
     m, b = r["model"], r["otsu_baseline_same_postprocessing"]
     return lines + [
         f"DSB 2018 fluorescence images: {r['images']['train']} train, {r['images']['val']} validation, "

@@ -23,27 +23,36 @@ def track(detections: list[list[dict]], max_distance: float = 15.0, max_gap: int
     Cells may enter and leave. Each detection gains ``cell`` (track id, from 1), ``frame`` and ``parent`` (the
     track it split from, 0 for none).
     """
-    import pandas as pd
+    import networkx as nx
     from laptrack import LapTrack
 
-    rows = []
-    for frame, cells in enumerate(detections):
-        for j, cell in enumerate(cells):
-            cell["frame"], cell["parent"] = frame, 0
-            rows.append((frame, j, cell["y"], cell["x"], area_weight * np.sqrt(cell.get("area", 0.0))))
-    if not rows:
+    if not any(detections):
         return detections
-    table = pd.DataFrame(rows, columns=["frame", "j", "y", "x", "size"])
+    coords = []
+    for frame, cells in enumerate(detections):
+        for cell in cells:
+            cell["frame"], cell["parent"] = frame, 0
+        coords.append(np.array([(c["y"], c["x"], area_weight * np.sqrt(c.get("area", 0.0))) for c in cells],
+                               float).reshape(-1, 3))
     cutoff = float(max_distance) ** 2
     tracker = LapTrack(cutoff=cutoff, gap_closing_cutoff=cutoff if max_gap > 0 else False,
                        gap_closing_max_frame_count=max(1, int(max_gap) + 1),
                        splitting_cutoff=cutoff if splitting else False)
-    tracks, splits, _ = tracker.predict_dataframe(table, ["y", "x", "size"], only_coordinate_cols=False)
-    parents = {int(r.child_track_id) + 1: int(r.parent_track_id) + 1 for r in splits.itertuples()} if len(splits) else {}
-    for row in tracks.itertuples():
-        cell = detections[int(row.frame)][int(row.j)]
-        cell["cell"] = int(row.track_id) + 1
-        cell["parent"] = parents.get(cell["cell"], 0)
+    tree = tracker.predict(coords)  # nodes (frame, index in that frame), edges forward in time
+    # laptrack's own tree -> table conversion (predict_dataframe / tree_to_dataframe) writes its table one .loc at a
+    # time: 1.3 s for 100 frames of 12 cells, most of the video overhead. The same rule, on the graph: a track is a
+    # connected piece of the tree once the edges from a dividing cell to its daughters are cut; a daughter's parent
+    # is the track that divided. Merging is off, so a node has at most one predecessor.
+    pieces = tree.copy()
+    divisions = [(node, children) for node in tree.nodes if len(children := list(tree.successors(node))) > 1]
+    for node, children in divisions:
+        pieces.remove_edges_from((node, child) for child in children)
+    track_of = {node: k + 1 for k, nodes in enumerate(nx.connected_components(nx.Graph(pieces))) for node in nodes}
+    parents = {track_of[child]: track_of[node] for node, children in divisions for child in children}
+    for (frame, j), cell_id in track_of.items():
+        cell = detections[frame][j]
+        cell["cell"] = cell_id
+        cell["parent"] = parents.get(cell_id, 0)
     return detections
 
 

@@ -87,6 +87,22 @@ def test_watershed_splits_two_overlapping_disks_along_their_neck():
     assert left != right and (labels[:, :26][mask[:, :26]] == left).all() and (labels[:, 29:][mask[:, 29:]] == right).all()
 
 
+def test_distance_to_background_equals_scipy_bit_for_bit():
+    # the watershed's ties fall by exact equality of distances, so the fast transform must reproduce scipy's exactly
+    from scipy import ndimage as ndi
+
+    from stainless.metrics.objects import _distance_to_background
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:90, :120]
+    mask = np.any([np.hypot(yy - y, xx - x) < r for y, x, r in zip(rng.integers(0, 90, 25), rng.integers(0, 120, 25),
+                                                                   rng.integers(3, 20, 25))], axis=0)
+    assert 0.2 < mask.mean() < 0.9
+    assert np.array_equal(_distance_to_background(mask), ndi.distance_transform_edt(mask))
+    full = np.ones((6, 9), bool)  # no background pixel: the same as scipy there too
+    assert np.array_equal(_distance_to_background(full), ndi.distance_transform_edt(full))
+
+
 def test_min_size_drops_small_objects_and_keeps_those_of_exactly_min_size():
     mask = np.zeros((20, 40), bool)
     mask[2:7, 2:7] = True  # 25 px

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
@@ -25,12 +26,30 @@ def instances_from_mask(mask: np.ndarray, min_size: int = 20, min_distance: int 
     mask = remove_small_objects(np.asarray(mask, bool), max_size=min_size - 1) if min_size > 1 else np.asarray(mask, bool)
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
-    distance = ndi.distance_transform_edt(mask)
-    components, _ = ndi.label(mask)
-    peaks = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
-    markers = np.zeros(mask.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    return _label_the_rest(watershed(-distance, markers, mask=mask), components, mask)
+    distance = _distance_to_background(mask)
+    components, n = ndi.label(mask)
+    peaks = tuple(peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False).T)
+    seeds = np.bincount(components[peaks], minlength=n + 1)
+    if seeds.max() > 1:  # seeds compete for a component: flood from them
+        markers = np.zeros(mask.shape, np.int32)
+        markers[peaks] = np.arange(1, len(peaks[0]) + 1)
+        labels = watershed(-distance, markers, mask=mask)
+    else:  # at most one seed per component (cells apart, as in most video frames): the flood would give each seeded
+        # component whole to its seed, so label the components directly (the same labels at a third of the cost)
+        lut = np.zeros(n + 1, np.int32)
+        lut[components[peaks]] = np.arange(1, len(peaks[0]) + 1)
+        labels = lut[components]
+    return _label_the_rest(labels, components, mask)
+
+
+def _distance_to_background(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance of each foreground pixel to the nearest background pixel, equal to scipy's
+    ``distance_transform_edt`` bit for bit (so seeds and ties fall as they did) at an eighth of its cost: OpenCV's
+    exact transform (float32), rounded back through the squared distance, which is an integer."""
+    if mask.all():  # OpenCV needs a background pixel
+        return ndi.distance_transform_edt(mask)
+    distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
+    return np.sqrt(np.rint(distance * distance, out=distance), out=distance)
 
 
 def _label_the_rest(labels: np.ndarray, components: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -38,7 +57,7 @@ def _label_the_rest(labels: np.ndarray, components: np.ndarray, mask: np.ndarray
     missing = np.unique(components[(labels == 0) & mask])
     for offset, comp in enumerate(missing[missing > 0], start=labels.max() + 1):
         labels[components == comp] = offset
-    return labels.astype(np.int32)
+    return labels.astype(np.int32, copy=False)
 
 
 def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.5, min_size: int = 20,

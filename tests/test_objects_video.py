@@ -81,6 +81,24 @@ def test_measurements_of_a_disc():
     assert unknown["area"] == row["area"] and unknown["area_um2"] is None
 
 
+@pytest.mark.parametrize("top", [9, 2**16 + 20])  # uint16 labels, and labels beyond uint16
+def test_overlay_outlines_are_scikit_image_boundaries(top):
+    from skimage.segmentation import find_boundaries
+
+    from stainless.video.export import _overlay, outlines
+
+    labels = np.zeros((40, 50), np.int64)
+    labels[2:20, 3:25] = top  # touching the next one
+    labels[2:20, 25:40] = top - 2**16 if top > 2**16 else top - 1  # the same label as `top` if cut to 16 bits
+    labels[25:40, 30:50] = top - 2  # at the image border
+    labels[30:33, 5:8] = 1
+    assert np.array_equal(outlines(labels), find_boundaries(labels))
+    frame = np.random.default_rng(0).uniform(0, 100, (1, 40, 50)).astype(np.float32)
+    rgb = _overlay(frame, labels, [])
+    assert rgb.shape == (40, 50, 3) and rgb.dtype == np.uint8
+    assert (rgb[find_boundaries(labels)] == (255, 200, 0)).all()
+
+
 def test_video_reading_from_mp4_tiff_and_folder(tmp_path):
     frames = np.stack([np.full((32, 48), 20 * i + 10, np.uint8) for i in range(5)])
     tifffile.imwrite(tmp_path / "v.tif", frames)

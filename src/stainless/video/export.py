@@ -77,15 +77,28 @@ def plot_results(out_dir: Path, conditions: list[str], rows: list[dict], fits: l
 def _overlay(frame: np.ndarray, labels: np.ndarray, cells: list[dict]) -> np.ndarray:
     """The frame with cell outlines and track ids (centroids from ``measure``: nothing measured twice)."""
     import cv2
-    from skimage.segmentation import find_boundaries
 
     grey = (frame[0] if frame.ndim == 3 else frame).astype(np.float32)
     # display range from every 4th pixel of each axis: the percentiles of a full frame cost more than the drawing
     low, high = np.percentile(grey[::4, ::4], [0.5, 99.5])
     grey = np.clip((grey - low) / (high - low), 0, 1) if high > low else np.zeros_like(grey)
     rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, -1)
-    rgb[find_boundaries(labels)] = (255, 200, 0)
+    rgb[outlines(labels)] = (255, 200, 0)
     for cell in cells:
         y, x = int(cell["y"]), int(cell["x"])
         cv2.putText(rgb, str(cell["cell"]), (x - 6, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 40, 40), 1)
     return rgb
+
+
+def outlines(labels: np.ndarray) -> np.ndarray:
+    """Pixels on either side of a border between labels (background included): scikit-image's ``find_boundaries``
+    (mode ``thick``), a dilation differing from an erosion by the 4-neighbour cross, in OpenCV at a tenth of the cost."""
+    import cv2
+
+    if labels.max(initial=0) >= 2**24:  # beyond float32's exact integers
+        from skimage.segmentation import find_boundaries
+
+        return find_boundaries(labels)
+    values = labels.astype(np.uint16 if labels.max(initial=0) < 2**16 else np.float32)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    return cv2.dilate(values, cross) != cv2.erode(values, cross)

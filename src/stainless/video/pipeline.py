@@ -36,31 +36,30 @@ def analyse_video(
 
     instances = instance_mode(module)
 
-    def split_and_measure(maps: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-        labels = decode_instances(maps, instances, threshold, min_size, min_distance, seed_threshold)
-        return labels, measure(labels, pixel_size)
-
     folder = out_dir / "tracks" / condition
     folder.mkdir(parents=True, exist_ok=True)
     parked = Path(tempfile.mkdtemp(prefix=".instances_", dir=folder))
     detections: list[list[dict]] = []
     shape: tuple[int, int] = (0, 0)
 
+    def split_and_measure(maps: np.ndarray, t: int) -> tuple[tuple[int, int], list[dict]]:
+        labels = decode_instances(maps, instances, threshold, min_size, min_distance, seed_threshold)
+        np.save(parked / f"{t}.npy", labels)
+        return labels.shape, measure(labels, pixel_size)
+
     def collect(job) -> None:
         nonlocal shape
-        labels, cells = job.result()
-        np.save(parked / f"{len(detections)}.npy", labels)
-        shape = labels.shape
+        shape, cells = job.result()
         detections.append(cells)
 
     try:
-        # The network segments the next batch while a second thread splits and measures the frames already done
-        # (numpy, scipy and scikit-image release the GIL in their inner loops); at most two batches wait.
+        # The network segments the next batch while a second thread splits, parks and measures the frames already
+        # done (numpy, scipy and scikit-image release the GIL in their inner loops); at most two batches wait.
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending: deque = deque()
-            for maps in tqdm(segment_frames(module, iter_frames(path), normalization, batch_size),
-                              total=count_frames(path), desc=f"{condition}: frames", unit="frame"):
-                pending.append(pool.submit(split_and_measure, maps))
+            for t, maps in enumerate(tqdm(segment_frames(module, iter_frames(path), normalization, batch_size),
+                                          total=count_frames(path), desc=f"{condition}: frames", unit="frame")):
+                pending.append(pool.submit(split_and_measure, maps, t))
                 while len(pending) > 2 * batch_size or (pending and pending[0].done()):
                     collect(pending.popleft())
             while pending:

@@ -103,6 +103,20 @@ def test_distance_to_background_equals_scipy_bit_for_bit():
     assert np.array_equal(_distance_to_background(full), ndi.distance_transform_edt(full))
 
 
+def test_components_without_a_seed_keep_their_own_labels(monkeypatch):
+    import stainless.metrics.objects as objects
+
+    mask = np.zeros((30, 40), bool)
+    mask[2:10, 2:10] = mask[15:25, 5:12] = mask[3:12, 25:35] = True  # three separate squares
+    found = objects.peak_local_max
+    # a seed in the right square only (peak_local_max gives every component one, but a split must not rely on it)
+    monkeypatch.setattr(objects, "peak_local_max", lambda d, **kw: found(d, **kw)[[1]])
+    labels = objects.instances_from_mask(mask, min_size=4, min_distance=3)
+    assert labels.dtype == np.int32 and ((labels > 0) == mask).all()
+    assert labels[7, 30] == 1 and labels[5, 5] == 2 and labels[20, 8] == 3  # the unseeded, after the seed, in order
+    assert len(np.unique(labels[2:10, 2:10])) == 1 and len(np.unique(labels[3:12, 25:35])) == 1
+
+
 def test_min_size_drops_small_objects_and_keeps_those_of_exactly_min_size():
     mask = np.zeros((20, 40), bool)
     mask[2:7, 2:7] = True  # 25 px

@@ -39,7 +39,12 @@ def instances_from_mask(mask: np.ndarray, min_size: int = 20, min_distance: int 
         lut = np.zeros(n + 1, np.int32)
         lut[components[peaks]] = np.arange(1, len(peaks[0]) + 1)
         labels = lut[components]
-    return _label_the_rest(labels, components, mask)
+    unseeded = np.flatnonzero(seeds[1:] == 0) + 1
+    if len(unseeded):  # components without a seed keep their own label each, numbered after the seeds
+        rest = np.zeros(n + 1, np.int32)
+        rest[unseeded] = np.arange(len(peaks[0]) + 1, len(peaks[0]) + 1 + len(unseeded))
+        labels += rest[components]
+    return labels.astype(np.int32, copy=False)
 
 
 def _distance_to_background(mask: np.ndarray) -> np.ndarray:

@@ -202,8 +202,15 @@ def uncertainty(r: dict) -> list[str]:
         label = {"uncertainty": "uncertainty (relative spread, evaluate.py's map)",
                  "spread": "plain standard deviation (the old map)"}.get(name, name)
         lines.append(f"| {label} | {_f(values.get('invented_auc'))} | {_f(values.get('roc_auc'))} |")
-    lines += ["", f"Per-nucleus risk flags invented nuclei with ROC AUC {_f(r['risk_separation']['roc_auc'])}. "
-              f"Target for the pixel map: invented-nuclei AUC >= {r['target_invented_auc']}.", "",
+    if "mc_dropout" in r:
+        mc = r["mc_dropout"]
+        for name, values in mc["map_separation"].items():
+            label = {"uncertainty": "uncertainty, Monte-Carlo dropout", "spread": "plain standard deviation, Monte-Carlo "
+                     "dropout"}[name] + f" ({mc['n_samples']} passes, the same checkpoint)"
+            lines.append(f"| {label} | {_f(values.get('invented_auc'))} | {_f(values.get('roc_auc'))} |")
+    lines += ["", f"Per-nucleus risk flags invented nuclei with ROC AUC {_f(r['risk_separation']['roc_auc'])}"
+              + (f" ({_f(r['mc_dropout']['risk_separation']['roc_auc'])} with Monte-Carlo dropout)" if "mc_dropout" in r
+                 else "") + f". Target for the pixel map: invented-nuclei AUC >= {r['target_invented_auc']}.", "",
               f"Evaluation verdict: {r['verdict']['line']}", ""]
     return lines
 

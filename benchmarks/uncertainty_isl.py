@@ -20,6 +20,8 @@ from pathlib import Path
 from common import ROOT, run, write_result
 from real_data import train_and_evaluate, vl_fields
 
+MC_SAMPLES = 16  # Monte-Carlo dropout passes
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -39,7 +41,7 @@ def main() -> None:
                                                  ("uncertainty.method=tta", "uncertainty.n_samples=8"))
         mc_dir = work / f"isl_{args.seed}_eval_mc_dropout"
         run([str(ROOT / "evaluate.py"), f"ckpt_path={summary['last_model_path']}", f"hydra.run.dir={mc_dir}",
-             "uncertainty.method=mc_dropout", "uncertainty.n_samples=16", "report=markdown"], cwd=work)
+             "uncertainty.method=mc_dropout", f"uncertainty.n_samples={MC_SAMPLES}", "report=markdown"], cwd=work)
         mc_dropout = json.loads((mc_dir / "summary.json").read_text())["nuclei"]
     nuclei = evaluation["nuclei"]
     separation = {name: nuclei["map_separation"][name] for name in ("uncertainty", "spread", "abs_error", "1-ssim")
@@ -49,16 +51,17 @@ def main() -> None:
               "generator_steps": summary["global_step"] // 2, "quick": args.quick,
               "epochs": summary["epochs"], "map_separation": separation, "risk_separation": nuclei["risk_separation"],
               "nuclei": {k: pooled[k] for k in ("tp", "hallucinated", "missed", "f1")},
-              "mc_dropout": {"n_samples": 16, "map_separation": {name: mc_dropout["map_separation"][name]
+              "mc_dropout": {"n_samples": MC_SAMPLES, "map_separation": {name: mc_dropout["map_separation"][name]
                                                                   for name in ("uncertainty", "spread")},
                              "risk_separation": mc_dropout["risk_separation"]},
               "verdict": evaluation["verdict"], "target_invented_auc": 0.75}
     invented = separation["uncertainty"].get("invented_auc")
+    mc_invented = {name: mc_dropout["map_separation"][name]["invented_auc"] for name in ("uncertainty", "spread")}
     plain = separation.get("spread", {}).get("invented_auc")
     write_result("uncertainty_isl", record,
                  f"invented-nuclei pixel AUC: relative uncertainty {invented:.3f}, plain std {plain:.3f} "
-                 f"(target >= 0.75); with MC dropout {mc_dropout['map_separation']['uncertainty']['invented_auc']:.3f} "
-                 f"and {mc_dropout['map_separation']['spread']['invented_auc']:.3f}; risk AUC {nuclei['risk_separation']['roc_auc']:.3f}; {pooled['hallucinated']} "
+                 f"(target >= 0.75); with MC dropout {mc_invented['uncertainty']:.3f} and {mc_invented['spread']:.3f}; "
+                 f"risk AUC {nuclei['risk_separation']['roc_auc']:.3f}; {pooled['hallucinated']} "
                  f"invented, {pooled['tp']} found; {evaluation['verdict']['line']}")
 
 

@@ -39,12 +39,7 @@ def instances_from_mask(mask: np.ndarray, min_size: int = 20, min_distance: int 
         lut = np.zeros(n + 1, np.int32)
         lut[components[peaks]] = np.arange(1, len(peaks[0]) + 1)
         labels = lut[components]
-    unseeded = np.flatnonzero(seeds[1:] == 0) + 1
-    if len(unseeded):  # components without a seed keep their own label each, numbered after the seeds
-        rest = np.zeros(n + 1, np.int32)
-        rest[unseeded] = np.arange(len(peaks[0]) + 1, len(peaks[0]) + 1 + len(unseeded))
-        labels += rest[components]
-    return labels.astype(np.int32, copy=False)
+    return _label_the_rest(labels, components, np.flatnonzero(seeds[1:] == 0) + 1)
 
 
 def _distance_to_background(mask: np.ndarray) -> np.ndarray:
@@ -57,11 +52,13 @@ def _distance_to_background(mask: np.ndarray) -> np.ndarray:
     return np.sqrt(np.rint(distance * distance, out=distance), out=distance)
 
 
-def _label_the_rest(labels: np.ndarray, components: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Parts of the mask the seeded watershed left unlabelled (no seed in them) keep their own label each."""
-    missing = np.unique(components[(labels == 0) & mask])
-    for offset, comp in enumerate(missing[missing > 0], start=labels.max() + 1):
-        labels[components == comp] = offset
+def _label_the_rest(labels: np.ndarray, components: np.ndarray, unseeded: np.ndarray) -> np.ndarray:
+    """The components ``unseeded`` (ids in ``components``, ascending), which no seed reached, keep their own label
+    each, numbered after the seeds' labels."""
+    if len(unseeded):
+        rest = np.zeros(int(components.max()) + 1, np.int32)
+        rest[unseeded] = np.arange(1, len(unseeded) + 1) + labels.max()
+        labels = labels + rest[components]
     return labels.astype(np.int32, copy=False)
 
 
@@ -93,7 +90,9 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     if min_size > 1:
         seeds[(np.bincount(seeds.ravel()) < min_size)[seeds]] = 0
     # the unseeded parts are at least min_size: the mask was filtered
-    return _label_the_rest(watershed(landscape, seeds, mask=mask), ndi.label(mask)[0], mask)
+    labels, components = watershed(landscape, seeds, mask=mask), ndi.label(mask)[0]
+    unseeded = np.unique(components[(labels == 0) & mask])
+    return _label_the_rest(labels, components, unseeded[unseeded > 0])
 
 
 def iou_matrix(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -95,10 +95,11 @@ def outlines(labels: np.ndarray) -> np.ndarray:
     (mode ``thick``), a dilation differing from an erosion by the 4-neighbour cross, in OpenCV at a tenth of the cost."""
     import cv2
 
-    if labels.max(initial=0) >= 2**24:  # beyond float32's exact integers
+    top = labels.max(initial=0)
+    if top >= 2**24:  # beyond float32's exact integers
         from skimage.segmentation import find_boundaries
 
         return find_boundaries(labels)
-    values = labels.astype(np.uint16 if labels.max(initial=0) < 2**16 else np.float32)
+    values = labels.astype(np.uint16 if top < 2**16 else np.float32)
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
     return cv2.dilate(values, cross) != cv2.erode(values, cross)

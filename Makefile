@@ -20,8 +20,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m stainless.demo
 
+# Two pytest workers (pytest-xdist), one per core; each worker's torch uses one thread (tests/conftest.py).
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -n 2
 
 # Speed and quality benchmarks (about 3 hours on 2 CPU cores, most of it real_data and instance_heads); results in benchmarks/results/*.json.
 bench: $(STAMP)

@@ -14,6 +14,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `make test`'s workers, one per core: one thread each
+    import torch
+
+    torch.set_num_threads(1)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

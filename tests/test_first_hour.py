@@ -21,7 +21,7 @@ from stainless.evaluation.report import verdict
 from stainless.evaluation.segmentation import baseline_masks, true_objects
 from stainless.inference.nuclei import NucleusDetector
 from stainless.inference.tiling import predict_tiled
-from stainless.inference.uncertainty import spread_map, uncertainty_map
+from stainless.inference.uncertainty import object_disagreement, spread_map, uncertainty_map
 from stainless.io import ImageReadError
 from stainless.metrics.nuclei import MapSeparation, error_kinds, error_masks, score_nuclei
 from stainless.utils.overrides import unknown_keys
@@ -175,6 +175,47 @@ def test_uncertainty_map_ranks_invented_nuclei_above_real_ones():
     aucs = separation.compute()
     assert aucs["uncertainty"]["invented_auc"] > 0.9
     assert aucs["plain_std"]["invented_auc"] < 0.5  # the old definition pointed the wrong way
+
+
+def test_object_disagreement_scores_each_nucleus_by_how_often_it_comes_back():
+    """Nucleus 1 is detected the same way in all 8 samples, nucleus 2 in 3 of them, and a speck of background in
+    2: the map is 0 on nucleus 1, 1 - 3/8 on nucleus 2, 2/8 on the speck, 0 elsewhere."""
+    labels = _disks(centres=((16, 16), (46, 40)))
+    detector = NucleusDetector(sigma=0, threshold=0.5, min_contrast=0, min_size=5)
+    draws = np.zeros((8, 1, 64, 64), np.float32)
+    draws[:, 0][:, labels == 1] = 0.9
+    draws[:3, 0][:, labels == 2] = 0.8
+    draws[3:5, 0, 2:6, 56:62] = 0.9
+    picture, risks = object_disagreement(torch.from_numpy(draws), labels, detector)
+    assert risks == {1: pytest.approx(0.0), 2: pytest.approx(5 / 8)}
+    assert np.allclose(picture[labels == 1], 0) and np.allclose(picture[labels == 2], 5 / 8)
+    assert np.allclose(picture[2:6, 56:62], 2 / 8)
+    assert picture[labels == 0].sum() == pytest.approx(24 * 2 / 8)
+    # a prediction without nuclei: only the share of samples that detect one
+    empty, none = object_disagreement(torch.from_numpy(draws), np.zeros_like(labels), detector)
+    assert none == {} and np.allclose(empty[labels == 1], 1.0)
+
+
+def test_object_disagreement_flags_every_pixel_of_an_invented_nucleus_that_moves():
+    """Both nuclei are drawn equally bright in every sample, but the invented one moves by 4 px in half of them:
+    its outline changes, not its brightness. The object map ranks it above the real one on every pixel; the
+    pixel spread only sees its rim."""
+    true = _disks(centres=((16, 16),))
+    labels = _disks(centres=((16, 16), (44, 40)))  # nucleus 2 invented
+    draws = np.zeros((8, 1, 64, 64), np.float32)
+    for k in range(8):
+        moved = _disks(centres=((16, 16), (44, 40 + 4 * (k % 2))))
+        draws[k, 0][moved > 0] = 0.8
+    draws = torch.from_numpy(draws)
+    picture, _ = object_disagreement(draws, labels, NucleusDetector(sigma=0, threshold=0.5, min_size=5))
+    score = score_nuclei(true, labels)
+    separation = MapSeparation()
+    wrong, right = error_masks(true, labels, score)
+    separation.update({"objects": picture, "relative": uncertainty_map(draws).numpy()}, wrong, right,
+                      error_kinds(true, labels, score))
+    aucs = separation.compute()
+    assert aucs["objects"]["invented_auc"] == 1.0
+    assert aucs["relative"]["invented_auc"] < 0.7  # its pixels that stay covered have no spread
 
 
 # -- objects scored on the whole image, never per tile ---------------------------------------------------------

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from scipy import ndimage as ndi
 from torch import nn
@@ -192,15 +193,32 @@ def test_training_logs_nuclei_scores_and_evaluation_reports_them(cfg_train, cfg_
     assert {r["status"] for r in table} <= {"found", "hallucinated", "missed"}
     assert sum(r["status"] == "hallucinated" for r in table) == model["hallucinated"]
     assert list((out / "maps").glob("*_nuclei.png")) and list((out / "maps").glob("*_uncertainty.tif"))
+    # the uncertainty map (uncertainty.map=objects): one value over each predicted nucleus, its risk in nuclei.csv
+    assert "relative_spread" in nuclei["map_separation"]
+    name = rows[0]["image"]
+    picture = tifffile.imread(out / "maps" / f"{name}_uncertainty.tif")
+    predicted = tifffile.imread(out / "nuclei" / f"{name}_predicted.tif")
+    risks = {int(r["nucleus"]): float(r["risk"]) for r in table if r["image"] == name and r["status"] != "missed"}
+    assert set(risks) == set(np.unique(predicted[predicted > 0]).tolist()) and risks
+    for nucleus, risk in risks.items():
+        assert np.allclose(picture[predicted == nucleus], risk, atol=1e-6) and 0 <= risk <= 1
     assert "Hallucinated and missed nuclei" in (out / "report.html").read_text()
     assert json.loads((out / "summary.json").read_text())["nuclei"]["detector"]["method"] == "classical"
 
     # new images without targets: nuclei and their risk are still listed, with status unknown
     inputs = Path(cfg.paths.data_dir) / "synthetic_nuclei" / "membrane"
-    ecfg = cfg_eval(f"ckpt_path={ckpt}", f"input={inputs}", "uncertainty.n_samples=2", "max_report_images=1", run="new")
+    ecfg = cfg_eval(f"ckpt_path={ckpt}", f"input={inputs}", "uncertainty.n_samples=2", "uncertainty.map=relative",
+                    "max_report_images=1", run="new")
     evaluate(ecfg)
     table = list(csv.DictReader(open(Path(ecfg.paths.output_dir) / "nuclei.csv")))
     assert {r["status"] for r in table} == {"unknown"} and all(r["risk"] for r in table)
+    # the relative map's risk is its spread over the nucleus's brightness, not one value per nucleus
+    assert all(float(r["risk"]) == pytest.approx(float(r["uncertainty"]) / max(float(r["mean_intensity"]), 1e-3),
+                                               rel=1e-5) for r in table)
+    bad = cfg_eval(f"ckpt_path={ckpt}", "uncertainty.map=pixels", run="bad")
+    with pytest.raises(ValueError, match="uncertainty.map='pixels': use objects or relative"):
+        evaluate(bad)
+    assert not (Path(bad.paths.output_dir) / "config_resolved.yaml").exists()  # refused before anything is written
 
     # a checkpoint detector must be a segmentation checkpoint
     with pytest.raises(ValueError, match="not a segmentation checkpoint"):

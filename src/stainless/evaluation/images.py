@@ -22,7 +22,13 @@ from stainless.evaluation.nuclei import NucleiEvaluation, report_section, separa
 from stainless.evaluation.report import print_outcome, verdict, verdict_section, write_report
 from stainless.inference.nuclei import NucleusDetector
 from stainless.inference.tiling import predict_tiled
-from stainless.inference.uncertainty import sample_predictions, spread_map, uncertainty_map
+from stainless.inference.uncertainty import (
+    UNCERTAINTY_MAPS,
+    object_disagreement,
+    sample_predictions,
+    spread_map,
+    uncertainty_map,
+)
 from stainless.io import image_dtype, pixel_size_of, to_dtype, write_tiff
 from stainless.metrics.image import HIGHER_IS_BETTER, LPIPSScorer, image_maps, per_image_metrics
 from stainless.metrics.nuclei import outline_nuclei, write_labels
@@ -47,6 +53,9 @@ def evaluate_images(cfg: DictConfig, module, data_hp: dict[str, Any], out_dir: P
                     started: float) -> dict[str, Any]:
     """Score an image-to-image checkpoint on ``input=`` images or its ``cfg.stage`` split; see
     :func:`stainless.evaluate.evaluate` for the files written."""
+    map_kind = cfg.uncertainty.get("map", "objects")
+    if map_kind not in UNCERTAINTY_MAPS:
+        raise ValueError(f"uncertainty.map={map_kind!r}: use {' or '.join(UNCERTAINTY_MAPS)}")
     datamodule = MicroscopyDataModule(**data_hp)
     if cfg.input:
         samples = new_input_samples(cfg, data_hp, module)
@@ -64,8 +73,9 @@ def evaluate_images(cfg: DictConfig, module, data_hp: dict[str, Any], out_dir: P
     normalization = data_hp.get("normalization") or {}
     constant = _train_target_mean(datamodule, split) if cfg.baselines and split else None
 
-    detector = NucleusDetector.from_config(cfg.detector).to(device) if cfg.nuclei.enabled else None
-    nuclei = NucleiEvaluation(detector, cfg.nuclei.use_labels) if detector is not None else None
+    by_objects = cfg.uncertainty.method != "none" and map_kind == "objects"
+    detector = NucleusDetector.from_config(cfg.detector).to(device) if cfg.nuclei.enabled or by_objects else None
+    nuclei = NucleiEvaluation(detector, cfg.nuclei.use_labels) if cfg.nuclei.enabled else None
     predict = lambda batch: module(batch).clamp(0, 1)
 
     rows: list[dict[str, Any]] = []
@@ -85,28 +95,33 @@ def evaluate_images(cfg: DictConfig, module, data_hp: dict[str, Any], out_dir: P
         size = pixel_size_of(sample.source, cfg.pixel_size)  # the predictions carry the input's pixel size
         write_tiff(out_dir / "predictions" / f"{sample.name}.tif", to_dtype(pred_np, dtype), size)
         panels: dict[str, torch.Tensor] = {"input": to_rgb(source[None]), "prediction": to_rgb(pred)}
-        uncertainty = spread = None
+        found = detector(pred_np) if detector is not None else None  # the predicted nuclei
+        uncertainty = spread = risks = None
+        extra_maps: dict[str, np.ndarray] = {}
         if draws is not None:
-            uncertainty, spread = uncertainty_map(draws).numpy(), spread_map(draws).numpy()
+            relative, spread = uncertainty_map(draws).numpy(), spread_map(draws).numpy()
+            uncertainty = relative
+            if by_objects:
+                uncertainty, risks = object_disagreement(draws, found, detector)
+                extra_maps["relative_spread"] = relative  # the spread map, scored beside it for comparison
             write_tiff(out_dir / "maps" / f"{sample.name}_uncertainty.tif", uncertainty.astype(np.float32), size)
-            panels["uncertainty"] = colorize(torch.from_numpy(uncertainty)[None, None], "cividis", 0.0, 0.5)
+            panels["uncertainty"] = colorize(torch.from_numpy(uncertainty)[None, None], "cividis", 0.0,
+                                             1.0 if by_objects else 0.5)
             iio.imwrite(out_dir / "maps" / f"{sample.name}_uncertainty.png", grid({"u": panels["uncertainty"]}, pad=0))
         target_np = loaded.target
         true = nuclei.truth(target_np, loaded.labels) if nuclei is not None else None
         row: dict[str, Any] = {"image": sample.name, "method": "model"}
-        score = found = None
+        score = None
         if true is not None:
-            nuclei_row, found, score = nuclei.score("model", pred_np, true)
+            nuclei_row, _, score = nuclei.score("model", pred_np, true, found)
             row.update(nuclei_row)
             write_labels(out_dir / "nuclei" / f"{sample.name}_true.tif", true)
-        elif nuclei is not None:
-            found = nuclei.detector(pred_np)
-        if found is not None:
+        if nuclei is not None:
             write_labels(out_dir / "nuclei" / f"{sample.name}_predicted.tif", found)
         if target_np is None:
             rows.append(row)
             if nuclei is not None:
-                nuclei.add_model_image(sample.name, pred_np, found, None, None, {}, uncertainty, size, spread)
+                nuclei.add_model_image(sample.name, pred_np, found, None, None, {}, uncertainty, size, spread, risks)
             figures.append({"name": sample.name, "panels": panels})
             continue
         target = torch.from_numpy(target_np)[None]
@@ -118,8 +133,8 @@ def evaluate_images(cfg: DictConfig, module, data_hp: dict[str, Any], out_dir: P
             k: v for k, v in panels.items() if k == "uncertainty"}
         if score is not None:
             panels["nuclei"] = outline_nuclei(pred[0], true, found, score)[None]
-            nuclei.add_model_image(sample.name, pred_np, found, true, score, separation_maps(maps), uncertainty, size,
-                                       spread)
+            nuclei.add_model_image(sample.name, pred_np, found, true, score, separation_maps(maps) | extra_maps,
+                                   uncertainty, size, spread, risks)
         for name in ("abs_error", "1-ssim", "lpips", "nuclei"):
             if name in panels:
                 iio.imwrite(out_dir / "maps" / f"{sample.name}_{name}.png", grid({name: panels[name]}, pad=0))

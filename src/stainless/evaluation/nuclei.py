@@ -59,9 +59,11 @@ class NucleiEvaluation:
         self.truth_sources.add("the detector run on the target")
         return self.detector(target)
 
-    def score(self, method: str, image: np.ndarray, true: np.ndarray) -> tuple[dict[str, Any], np.ndarray, dict]:
-        """Detect nuclei in one method's image and score them: (row values, predicted labels, full score)."""
-        found = self.detector(image)
+    def score(self, method: str, image: np.ndarray, true: np.ndarray,
+              found: np.ndarray | None = None) -> tuple[dict[str, Any], np.ndarray, dict]:
+        """Detect nuclei in one method's image (unless ``found`` gives them) and score them: (row values, predicted
+        labels, full score)."""
+        found = self.detector(image) if found is None else found
         score = score_nuclei(true, found)
         per_t = self.counts.setdefault(method, {t: np.zeros(3, int) for t in IOU_THRESHOLDS})
         for t, s in score["by_threshold"].items():
@@ -75,10 +77,11 @@ class NucleiEvaluation:
     def add_model_image(
         self, name: str, prediction: np.ndarray, found: np.ndarray, true: np.ndarray | None, score: dict | None,
         maps: dict[str, np.ndarray], uncertainty: np.ndarray | None, pixel_size: float | None = None,
-        spread: np.ndarray | None = None,
+        spread: np.ndarray | None = None, risks: dict[int, float] | None = None,
     ) -> None:
         """Record the model's nuclei of one image: the per-nucleus table (areas also in µm² when ``pixel_size`` is
-        known), risk (from ``spread``, the plain standard deviation, else ``uncertainty``), and map separation."""
+        known), risk (``risks`` by nucleus id where given, the object disagreement; else from ``spread``, the plain
+        standard deviation, or ``uncertainty``, relative to brightness), and map separation."""
         start = len(self.table)
         status = {}
         if score is not None:
@@ -88,7 +91,7 @@ class NucleiEvaluation:
             if spread is not None:  # the plain standard deviation, scored beside the relative map for comparison
                 extra["spread"] = spread
             self.maps.update(maps | extra, wrong, right, error_kinds(true, found, score))
-        for row in nuclei_table(found, prediction, spread if spread is not None else uncertainty):
+        for row in nuclei_table(found, prediction, spread if spread is not None else uncertainty, risks):
             row = {"image": name, "status": status.get(row["nucleus"], "unknown"), **row}
             self.table.append(row)
             if score is not None and "risk" in row:
@@ -131,6 +134,15 @@ class NucleiEvaluation:
         }
 
 
+def _map_words(summary: dict[str, Any]) -> str:
+    """What the uncertainty map of this run shows, in a sentence."""
+    if summary.get("uncertainty", {}).get("map", "objects") == "objects":
+        return ("it is, for each predicted nucleus, 1 minus its mean IoU with the nuclei detected in each test-time "
+                "prediction (does the same nucleus come back every time?), and elsewhere the share of those "
+                "predictions that detect a nucleus there (relative_spread: the pixel spread, for comparison).")
+    return "it is the spread of the test-time predictions relative to their brightness."
+
+
 def separation_maps(maps: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """The pixel maps scored for separation, as (H, W) arrays where higher means worse."""
     out = {"abs_error": maps["abs_error"][0].mean(0).numpy(), "1-ssim": 1 - maps["ssim"][0].mean(0).numpy()}
@@ -162,16 +174,17 @@ def report_section(summary: dict[str, Any]) -> tuple[str, list[str]]:
         paragraphs.append(
             "Which of the drawn nuclei are invented? ROC AUC of each map for telling pixels of hallucinated nuclei from "
             "pixels of found predicted nuclei: " + ", ".join(f"{k} {v:.3f}" for k, v in invented.items()) + ". Only "
-            "the uncertainty map is available on new images without ground truth; it is the spread of the "
-            "test-time predictions relative to their brightness, so higher means more likely invented. Missed "
-            "nuclei leave nothing in the prediction for it to flag.")
+            f"the uncertainty map is available on new images without ground truth; {_map_words(summary)} Higher "
+            "means more likely invented. Missed nuclei leave nothing in the prediction for it to flag.")
     else:
         paragraphs.append("Map separation: not computed (this run had no hallucinated or missed nuclei, or no found ones).")
     risk = nuclei["risk_separation"]
     if risk["roc_auc"] is not None:
+        by_objects = summary.get("uncertainty", {}).get("map", "objects") == "objects"
         paragraphs.append(
-            f"Without ground truth, each predicted nucleus gets a risk score (its uncertainty relative to its "
-            f"brightness, see nuclei.csv). Here the risk flags hallucinated nuclei with ROC AUC {risk['roc_auc']:.3f} "
+            "Without ground truth, each predicted nucleus gets a risk score ("
+            + ("its object disagreement" if by_objects else "its uncertainty relative to its brightness")
+            + f", see nuclei.csv). Here the risk flags hallucinated nuclei with ROC AUC {risk['roc_auc']:.3f} "
             f"({risk['n_hallucinated']} hallucinated vs {risk['n_found']} found nuclei); trust it on new images only as "
             "far as this number allows.")
     else:

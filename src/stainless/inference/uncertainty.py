@@ -1,21 +1,28 @@
-"""Uncertainty of a prediction without ground truth: spread under test-time augmentation or Monte-Carlo dropout.
+"""Uncertainty of a prediction without ground truth, from samples under test-time augmentation or Monte-Carlo
+dropout.
 
 A nucleus the model is sure of appears the same whichever way the input is flipped or rotated (or whichever
-dropout mask is drawn); an invented one tends to come and go. The per-pixel standard deviation over such
-predictions is the uncertainty map; :func:`stainless.metrics.nuclei.nuclei_table` turns it into a risk per
-nucleus.
+dropout mask is drawn); an invented one tends to come and go. Two maps say so: :func:`object_disagreement` (the
+default) asks of each predicted nucleus whether the same object is detected in every sample; :func:`uncertainty_map`
+is the per-pixel spread relative to brightness, which :func:`stainless.metrics.nuclei.nuclei_table` turns into a
+risk per nucleus.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 from stainless.inference.tiling import predict_tiled
+from stainless.metrics.objects import iou_matrix
 
 METHODS = ("none", "tta", "mc_dropout")
+# What the uncertainty map shows: whether each nucleus comes back in every sample (objects), or the pixel spread
+# relative to brightness (relative).
+UNCERTAINTY_MAPS = ("objects", "relative")
 
 
 def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
@@ -102,3 +109,35 @@ def uncertainty_map(samples: torch.Tensor, floor: float = RELATIVE_FLOOR) -> tor
     low and a flickering one high, as the per-nucleus risk does.
     """
     return (samples.std(0, unbiased=False) / (samples.mean(0).clamp(min=0) + floor)).mean(0)
+
+
+def object_disagreement(samples: torch.Tensor, labels: np.ndarray,
+                        detect: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, dict[int, float]]:
+    """How far the nuclei detected in each sample disagree with the nuclei of the prediction: (H, W) map, and the
+    disagreement of each predicted nucleus by id. Higher means more likely wrong.
+
+    Each sample (n, C, H, W) goes through ``detect`` (the evaluation's nucleus detector). A predicted nucleus
+    (``labels``) scores 1 minus its mean, over the samples, of its best IoU with a nucleus detected in that sample:
+    0 for one found the same way in every sample, near 1 for one that most samples lack or draw elsewhere. Its
+    pixels carry that score; a background pixel carries the share of samples that detect a nucleus there.
+
+    Pixel spread alone could not tell invented nuclei from found ones on a real field (ROC AUC 0.53, about
+    chance): an invented nucleus can be drawn with the same brightness under every flip, yet its outline moves;
+    whether the same object comes back is what a biologist wants to know of it.
+    """
+    labels = np.asarray(labels)
+    ids = np.unique(labels[labels > 0])
+    best = np.zeros((len(samples), len(ids)))
+    detected_share = np.zeros(labels.shape, np.float64)
+    for k, sample in enumerate(samples):
+        found = detect(sample.numpy())
+        detected_share += found > 0
+        if len(ids):
+            iou, _, _ = iou_matrix(labels, found)
+            if iou.shape[1]:
+                best[k] = iou.max(1)
+    disagreement = 1.0 - best.mean(0)
+    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.float64)
+    lut[ids] = disagreement
+    picture = np.where(labels > 0, lut[labels], detected_share / max(len(samples), 1))
+    return picture.astype(np.float32), {int(i): float(d) for i, d in zip(ids, disagreement)}

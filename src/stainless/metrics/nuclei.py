@@ -138,12 +138,15 @@ class MapSeparation:
         return out
 
 
-def nuclei_table(labels: np.ndarray, image: np.ndarray, risk_map: np.ndarray | None = None) -> list[dict[str, Any]]:
-    """One row per nucleus: id, centroid, area, mean intensity and (with ``risk_map``) its risk score.
+def nuclei_table(labels: np.ndarray, image: np.ndarray, risk_map: np.ndarray | None = None,
+                 risks: Mapping[int, float] | None = None) -> list[dict[str, Any]]:
+    """One row per nucleus: id, centroid, area, mean intensity and (with ``risk_map`` or ``risks``) its risk score.
 
-    The risk is the mean of the uncertainty map over the nucleus divided by its mean predicted intensity: a
-    nucleus that appears under some test-time augmentations (or dropout samples) and not others has a large
-    spread relative to its brightness.
+    With ``risks`` (nucleus id -> score, e.g. the object disagreement of
+    :func:`stainless.inference.uncertainty.object_disagreement`), those are the risk and the uncertainty. Else the
+    risk is the mean of ``risk_map`` over the nucleus divided by its mean predicted intensity: a nucleus that
+    appears under some test-time augmentations (or dropout samples) and not others has a large spread relative to
+    its brightness.
     """
     ids = np.unique(labels[labels > 0])
     if not len(ids):
@@ -157,7 +160,9 @@ def nuclei_table(labels: np.ndarray, image: np.ndarray, risk_map: np.ndarray | N
     for i, a, m, (cy, cx), s in zip(ids, area, mean, centres, spread):
         row = {"nucleus": int(i), "y": round(float(cy), 1), "x": round(float(cx), 1), "area": int(a),
                "mean_intensity": float(m)}
-        if s is not None:
+        if risks is not None:
+            row["uncertainty"] = row["risk"] = float(risks[int(i)])
+        elif s is not None:
             row["uncertainty"] = float(s)
             row["risk"] = float(s / max(m, 1e-3))
         rows.append(row)

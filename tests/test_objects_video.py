@@ -81,6 +81,27 @@ def test_measurements_of_a_disc():
     assert unknown["area"] == row["area"] and unknown["area_um2"] is None
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.int64])
+def test_measurements_are_regionprops_to_the_last_bit(dtype):
+    """Touching cells, a cell with a hole, cells cut by the image edge, one-pixel cells, ids with gaps: every value
+    equals scikit-image's regionprops (area, centroid, 4-connected perimeter, equivalent diameter)."""
+    from skimage.measure import regionprops
+
+    rng = np.random.default_rng(3)
+    labels = (rng.integers(0, 5, (37, 45)) * 1000).astype(dtype)  # speckled, touching, holes, ids 1000..4000
+    labels[10:30, 5:25] = 7  # a square with a hole
+    labels[15:20, 10:15] = 0
+    labels[0:6, 40:45] = 9  # on the corner
+    rows = measure(labels, pixel_size=None)
+    regions = regionprops(labels)
+    assert [r["label"] for r in rows] == [r.label for r in regions] and len(rows) == 6
+    for row, region in zip(rows, regions):
+        assert (row["y"], row["x"]) == tuple(float(c) for c in region.centroid)
+        assert row["area"] == region.area and row["perimeter"] == region.perimeter
+        assert row["equivalent_diameter"] == region.equivalent_diameter_area
+    assert measure(np.zeros((5, 5), dtype), 1.0) == []
+
+
 @pytest.mark.parametrize("top", [9, 2**16 + 20])  # uint16 labels, and labels beyond uint16
 def test_overlay_outlines_are_scikit_image_boundaries(top):
     from skimage.segmentation import find_boundaries

@@ -200,26 +200,36 @@ UNCERTAINTY_LABELS = {"uncertainty": "uncertainty (object disagreement, evaluate
                       "spread": "plain standard deviation (the first map)"}
 
 
+def _over_seeds(stat: dict) -> str:
+    """mean ± sd, and how many seeds had an AUC where not all did."""
+    have = sum(v is not None for v in stat["runs"])
+    return f"{_f(stat['mean'])} ± {_f(stat['sd'])}" + (f" ({have} of {len(stat['runs'])} seeds)"
+                                                        if have < len(stat["runs"]) else "")
+
+
 def uncertainty(r: dict) -> list[str]:
+    maps = ("uncertainty", "relative_spread", "spread", "abs_error", "1-ssim")
     lines = ["## Uncertainty on real fields (`uncertainty_isl.py`)", "", header(r), "",
-             f"The default recipe for a fixed number of generator steps (seed {r['seed']}), evaluated on each field's "
-             "held-out region with test-time augmentation (TTA, 8 flips and rotations) and, on the same checkpoint, "
-             "with Monte-Carlo dropout (MC). Pixel ROC AUC for telling invented from found predicted nuclei; target "
-             f">= {r['target_invented_auc']} on {r['target_field']}.", "",
-             *table("field", "steps", "found / invented / missed", *[UNCERTAINTY_LABELS.get(m, m) for m in
-                    ("uncertainty", "relative_spread", "spread", "abs_error", "1-ssim")], "risk AUC (TTA / MC)")]
+             f"The default recipe for a fixed number of generator steps, once per seed ({', '.join(map(str, r['seeds']))}), "
+             "evaluated on each field's held-out region with test-time augmentation (TTA, 8 flips and rotations) and, "
+             "on the same checkpoint, with Monte-Carlo dropout (MC). Pixel ROC AUC for telling invented from found "
+             f"predicted nuclei, mean ± sd over the seeds; target >= {r['target_invented_auc']} on {r['target_field']}.",
+             "", *table("field", "method", *[UNCERTAINTY_LABELS.get(m, m) for m in maps], "per-nucleus risk")]
     for name, f in r["fields"].items():
-        n = f["nuclei"]
-        cells = []
-        for m in ("uncertainty", "relative_spread", "spread", "abs_error", "1-ssim"):
-            tta = f["map_separation"].get(m, {}).get("invented_auc")
-            mc = f["mc_dropout"]["map_separation"].get(m, {}).get("invented_auc")
-            cells.append(f"{_f(tta)}" + (f" / MC {_f(mc)}" if m in f["mc_dropout"]["map_separation"] else ""))
-        lines.append(f"| {name} ({f['task']}) | {f['generator_steps']} | {n['tp']} / {n['hallucinated']} / {n['missed']} | "
-                     + " | ".join(cells) + f" | {_f(f['risk_separation']['roc_auc'])} / "
-                     f"{_f(f['mc_dropout']['risk_separation']['roc_auc'])} |")
-    lines += ["", "Verdicts against the baselines:", ""]
-    lines += [f"- {name}: {f['verdict']['line']}" for name, f in r["fields"].items()]
+        stats = f["over_seeds"]
+        for method in ("tta", "mc_dropout"):
+            cells = [_over_seeds(stats[k]) if (k := f"{method}/{m}") in stats else "" for m in (*maps, "risk")]
+            lines.append(f"| {name} ({f['task']}) | {'TTA' if method == 'tta' else 'MC'} | " + " | ".join(cells) + " |")
+    lines += ["", "Each run (TTA / MC invented-nuclei AUC of the uncertainty map; nuclei of the held-out region):", "",
+              *table("field", "seed", "steps", "found / invented / missed", "uncertainty TTA / MC",
+                     "relative spread TTA / MC", "verdict against the baselines")]
+    for name, f in r["fields"].items():
+        for seed, run in f["runs"].items():
+            n, mc = run["nuclei"], run["mc_dropout"]["map_separation"]
+            pair = lambda m: (f"{_f(run['map_separation'].get(m, {}).get('invented_auc'))} / "  # noqa: E731
+                              f"{_f(mc.get(m, {}).get('invented_auc'))}")
+            lines.append(f"| {name} | {seed} | {run['generator_steps']} | {n['tp']} / {n['hallucinated']} / {n['missed']} "
+                         f"| {pair('uncertainty')} | {pair('relative_spread')} | {run['verdict']['line']} |")
     return lines + [""]
 
 

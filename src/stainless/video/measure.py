@@ -28,7 +28,7 @@ def measure(labels: np.ndarray, pixel_size: float | None) -> list[dict[str, floa
     rows_, cols = np.nonzero(inside)
     cy = np.bincount(flat, weights=rows_.astype(np.float64), minlength=len(ids)) / area
     cx = np.bincount(flat, weights=cols.astype(np.float64), minlength=len(ids)) / area
-    perimeters = _perimeters(labels, index, len(ids))
+    perimeters = _perimeters(index, len(ids))
     out = []
     for i, label in enumerate(ids):
         perimeter = float(perimeters[i])
@@ -65,10 +65,10 @@ _PERIMETER_WEIGHTS[[13, 23]] = (1 + np.sqrt(2)) / 2
 _NEIGHBOURS = ((-1, 0, 2), (1, 0, 2), (0, -1, 2), (0, 1, 2), (-1, -1, 10), (-1, 1, 10), (1, -1, 10), (1, 1, 10))
 
 
-def _perimeters(labels: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
+def _perimeters(index: np.ndarray, n: int) -> np.ndarray:
     """The perimeter of each of the ``n`` objects (``index`` 0..n-1, -1 background), as ``regionprops`` gives it:
     scikit-image's estimate on each object alone, here for all of them in one pass (no library does that)."""
-    h, w = labels.shape
+    h, w = index.shape
     padded = np.pad(index, 1, constant_values=-1)
     shifted = lambda a, dy, dx: a[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]  # noqa: E731
     # a border pixel has a 4-neighbour outside its object (another object, the background, or beyond the image)

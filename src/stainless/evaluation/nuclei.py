@@ -134,9 +134,14 @@ class NucleiEvaluation:
         }
 
 
+def _by_objects(summary: dict[str, Any]) -> bool:
+    """Whether this run's uncertainty map is the object disagreement (``uncertainty.map=objects``, the default)."""
+    return summary.get("uncertainty", {}).get("map", "objects") == "objects"
+
+
 def _map_words(summary: dict[str, Any]) -> str:
     """What the uncertainty map of this run shows, in a sentence."""
-    if summary.get("uncertainty", {}).get("map", "objects") == "objects":
+    if _by_objects(summary):
         return ("it is, for each predicted nucleus, 1 minus its mean IoU with the nuclei detected in each test-time "
                 "prediction (does the same nucleus come back every time?), and elsewhere the share of those "
                 "predictions that detect a nucleus there (relative_spread: the pixel spread, for comparison).")
@@ -180,10 +185,9 @@ def report_section(summary: dict[str, Any]) -> tuple[str, list[str]]:
         paragraphs.append("Map separation: not computed (this run had no hallucinated or missed nuclei, or no found ones).")
     risk = nuclei["risk_separation"]
     if risk["roc_auc"] is not None:
-        by_objects = summary.get("uncertainty", {}).get("map", "objects") == "objects"
         paragraphs.append(
             "Without ground truth, each predicted nucleus gets a risk score ("
-            + ("its object disagreement" if by_objects else "its uncertainty relative to its brightness")
+            + ("its object disagreement" if _by_objects(summary) else "its uncertainty relative to its brightness")
             + f", see nuclei.csv). Here the risk flags hallucinated nuclei with ROC AUC {risk['roc_auc']:.3f} "
             f"({risk['n_hallucinated']} hallucinated vs {risk['n_found']} found nuclei); trust it on new images only as "
             "far as this number allows.")

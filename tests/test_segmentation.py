@@ -184,6 +184,32 @@ def test_auto_pos_weight_and_training_step(cfg_train, tmp_path):
     assert list((run / "images").glob("epoch_*.png"))
 
 
+def test_segmenter_lr_warms_up_then_decays_to_its_final_factor(cfg_train, tmp_path):
+    import csv
+
+    from stainless.models.checkpoint import load_checkpoint
+
+    cfg = cfg_train(
+        "experiment=rbc_segmentation", "data.synthetic.n_frames=6", "data.synthetic.n_labelme=6",
+        "data.synthetic.size=64", "+data.synthetic.video_frames=2", "+data.synthetic.video_cells=2",
+        "+data.synthetic.cells_per_frame=3", "data.patches_per_image=null", "data.samples_per_epoch=8",
+        "data.batch_size=2", "trainer.limit_train_batches=null", "trainer.max_epochs=2", "test=false",
+        "model.lr=1e-3", "model.lr_schedule={warmup_steps:2,final_factor:0.1}", "logger=csv",
+        "trainer.log_every_n_steps=1",
+    )
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    (path,) = run.glob("csv/**/metrics.csv")
+    rates = [float(r["train/lr"]) for r in csv.DictReader(open(path)) if r.get("train/lr")]
+    assert len(rates) == 8  # 2 epochs of 4 batches
+    assert rates[0] < rates[1] and rates[1] == max(rates)  # linear warm-up over 2 batches
+    assert all(a >= b for a, b in zip(rates[1:], rates[2:])) and rates[2] > rates[-1]  # then decaying
+    assert rates[-1] == pytest.approx(1e-4)  # cosine down to 0.1 x 1e-3 at the last batch
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")["optimizer_states"]
+    assert all(g["lr"] == pytest.approx(1e-4) and g["initial_lr"] == pytest.approx(1e-3)
+               for opt in state for g in opt["param_groups"])
+
+
 def test_labelme_export_command(tmp_path):
     from stainless.data.labelme import main
 

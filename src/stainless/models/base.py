@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -43,3 +44,32 @@ class StainlessModule(L.LightningModule):
         for logger in self.loggers if self._trainer is not None else []:
             if type(logger).__name__ == "WandbLogger":
                 checkpoint["stainless"]["wandb_run_id"] = logger.version
+
+    # -- the learning-rate schedule both models share (``model.lr_schedule``) ----------------------------------
+
+    def _progress(self) -> float:
+        """Share of the run done, 0..1: batches of ``max_epochs`` or seconds of ``max_time``, whichever is further."""
+        from lightning.pytorch.callbacks import Timer
+
+        trainer = self.trainer
+        done = 0.0
+        if trainer.max_epochs and trainer.max_epochs > 0 and trainer.num_training_batches not in (0, float("inf")):
+            done = (trainer.fit_loop.epoch_loop.total_batch_idx + 1) / (trainer.max_epochs * trainer.num_training_batches)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is not None and timer._duration:  # trainer.max_time; the timer's elapsed time survives resumes
+            done = max(done, timer.time_elapsed("train") / timer._duration)
+        return min(done, 1.0)
+
+    def lr_factor(self) -> float | None:
+        """The factor of the configured learning rate for the coming batch under ``lr_schedule`` (``warmup_steps``
+        of linear warm-up, then a cosine decay to ``final_factor`` at the end of the run, whichever of
+        ``trainer.max_epochs`` and ``trainer.max_time`` ends it first); None without a schedule."""
+        schedule = self.hparams.get("lr_schedule")
+        if not schedule:
+            return None
+        warmup, final = schedule.get("warmup_steps", 0), schedule.get("final_factor", 0.0)
+        step = self.trainer.fit_loop.epoch_loop.total_batch_idx
+        factor = final + (1 - final) * 0.5 * (1 + math.cos(math.pi * self._progress()))
+        if step < warmup:
+            factor *= (step + 1) / warmup
+        return factor

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -142,29 +141,11 @@ class Pix2PixModule(StainlessModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val, gradient_clip_algorithm="norm")
         optimizer.step()
 
-    def _progress(self) -> float:
-        """Share of the run done, 0..1: batches of ``max_epochs`` or seconds of ``max_time``, whichever is further."""
-        from lightning.pytorch.callbacks import Timer
-
-        trainer = self.trainer
-        done = 0.0
-        if trainer.max_epochs and trainer.max_epochs > 0 and trainer.num_training_batches not in (0, float("inf")):
-            done = (trainer.fit_loop.epoch_loop.total_batch_idx + 1) / (trainer.max_epochs * trainer.num_training_batches)
-        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
-        if timer is not None and timer._duration:  # trainer.max_time; the timer's elapsed time survives resumes
-            done = max(done, timer.time_elapsed("train") / timer._duration)
-        return min(done, 1.0)
-
     def _schedule_lr(self) -> None:
         """Warm-up then cosine decay of both optimisers' learning rates (``lr_schedule``), set before each batch."""
-        schedule = self.hparams.get("lr_schedule")
-        if not schedule:
+        factor = self.lr_factor()
+        if factor is None:
             return
-        warmup, final = schedule.get("warmup_steps", 0), schedule.get("final_factor", 0.0)
-        step = self.trainer.fit_loop.epoch_loop.total_batch_idx
-        factor = final + (1 - final) * 0.5 * (1 + math.cos(math.pi * self._progress()))
-        if step < warmup:
-            factor *= (step + 1) / warmup
         for optimizer, config in zip(self.optimizers(), (self.hparams.optimizer_g, self.hparams.optimizer_d)):
             for group in optimizer.param_groups:
                 group["lr"] = config["lr"] * factor

@@ -119,6 +119,9 @@ class SegmentationModule(StainlessModule):
             annotations: ``boundary`` (object rims) or ``distance`` (distance to the rim, 1 at each centre); see
             ``stainless.data.instances``. Evaluation and video decode it with a seeded watershed.
         instance_weight: weight of the instance head's loss (BCE, plus Dice for the sparse boundary class).
+        lr_schedule: ``warmup_steps`` (linear warm-up over this many batches) and ``final_factor``: then a cosine
+            decay of the learning rate to ``final_factor`` x its configured value at the end of the run (the last
+            weights are then the settled ones); None: constant, or ``scheduler``.
     """
 
     def __init__(
@@ -137,8 +140,11 @@ class SegmentationModule(StainlessModule):
         object_scale: Mapping[str, Any] | None = None,
         instances: str = "none",
         instance_weight: float = 1.0,
+        lr_schedule: Mapping[str, Any] | None = None,
     ):
         super().__init__()
+        if scheduler and lr_schedule:
+            raise ValueError("model.scheduler and model.lr_schedule are both set; keep one (e.g. model.lr_schedule=null)")
         classes = classes or out_channels or 1
         self.save_hyperparameters()
         self.hparams.classes = classes
@@ -196,6 +202,12 @@ class SegmentationModule(StainlessModule):
         return losses, semantic
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        factor = self.lr_factor()
+        if factor is not None:  # set before this batch's optimiser step, which follows this method
+            groups = self.optimizers().param_groups
+            for group in groups:  # "initial_lr": the configured rate, kept in the optimiser's state (and checkpoints)
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+            self.log("train/lr", groups[0]["lr"], on_step=True, on_epoch=False)
         losses, _ = self._step(batch)
         if not torch.isfinite(losses["total"]):
             raise FloatingPointError(

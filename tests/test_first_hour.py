@@ -304,11 +304,20 @@ def test_object_scale_is_recorded_from_the_annotations_and_sizes_the_post_proces
     # the synthetic cells have radii 11-16 px (LabelMe polygons): diameters about 22-32 px
     assert 18 < scale["diameter_median"] < 36 and scale["n_objects"] >= 4
     assert scale["diameter_p5"] <= scale["diameter_median"] <= scale["diameter_p95"]
-    summary = evaluate(cfg_eval(f"ckpt_path={segmenter}", "report=markdown", run="scaled"))
+    summary = evaluate(cfg_eval(f"ckpt_path={segmenter}", "report=markdown", "segmentation.tune=false", run="scaled"))
     sizes = summary["object_sizes"]
     assert sizes["source"].startswith("the training annotations")
     assert sizes["min_distance"] == round(0.3 * scale["diameter_median"]) and sizes["max_distance"] == pytest.approx(
         scale["diameter_median"], abs=0.05)
+    assert sizes["split"]["source"] == "default (tuning off)"
+    # tuned (the default): the split distance that scores best on the validation split, among fractions of the diameter
+    tuned = evaluate(cfg_eval(f"ckpt_path={segmenter}", "report=markdown", run="tuned"))["object_sizes"]
+    assert tuned["split"]["key"] == "min_distance" and tuned["split"]["source"].startswith("tuned on the validation split")
+    assert tuned["min_distance"] == tuned["split"]["value"] and str(tuned["min_distance"]) in tuned["split"]["scores"]
+    assert tuned["split"]["f1"] == max(tuned["split"]["scores"].values()) >= tuned["split"]["default_f1"]
+    given = evaluate(cfg_eval(f"ckpt_path={segmenter}", "report=markdown", "segmentation.min_distance=5", run="given"))
+    assert given["object_sizes"]["min_distance"] == 5
+    assert given["object_sizes"]["split"]["source"] == "segmentation.min_distance=5"
     assert 0 <= summary["mean_ap_50_95"] <= summary["objects_by_iou"]["0.5"]["f1"] + 1e-9
     given = size_parameters({"diameter": 20, "min_size": "auto", "min_distance": 9, "max_distance": "auto"}, scale)
     assert (given["min_distance"], given["max_distance"], given["source"]) == (9, 20.0, "segmentation.diameter=20")

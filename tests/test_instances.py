@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stainless.data.instances import instance_target
-from stainless.metrics.objects import decode_instances, instances_from_mask, match_objects
+from stainless.metrics.objects import SEED_THRESHOLDS, decode_instances, instances_from_mask, match_objects, tune_split
 from stainless.models.segmentation_module import SegmentationModule
 
 
@@ -87,6 +87,42 @@ def test_decoding_without_a_head_is_the_mask_watershed():
     assert (decode_instances(probability, "none", 0.5, 5, 3) == expected).all()
 
 
+def _cones(labels: np.ndarray, neck: float) -> np.ndarray:
+    """A distance map of two touching objects: a cone on each centre, 1 there, that falls to ``neck`` half way."""
+    centres = [np.argwhere(labels == i).mean(0) for i in (1, 2)]
+    half = 0.5 * np.hypot(*(centres[1] - centres[0]))
+    yy, xx = np.mgrid[: labels.shape[0], : labels.shape[1]]
+    hills = [1 - (1 - neck) * np.hypot(yy - cy, xx - cx) / half for cy, cx in centres]
+    return np.where(labels > 0, np.clip(np.maximum(*hills), 0, 1), 0).astype(np.float32)
+
+
+def test_tuning_picks_the_seed_threshold_that_parts_the_annotated_objects():
+    labels = _touching_pair()
+    mask = (labels > 0).astype(np.float32)
+    low, high = np.stack([mask, _cones(labels, neck=0.55)]), np.stack([mask, _cones(labels, neck=0.65)])
+    # the hills meet at 0.55: seeds above 0.5 and below merge the pair into one object, 0.6 and above part it
+    assert decode_instances(low, "distance", 0.5, 5, seed_threshold=0.5).max() == 1
+    assert decode_instances(low, "distance", 0.5, 5, seed_threshold=0.6).max() == 2
+    candidates = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    tuned = tune_split([(low, labels)], "distance", 0.5, 5, candidates, default=0.5)
+    assert tuned["key"] == "seed_threshold"
+    assert tuned["value"] == 0.6  # the winner nearest the default among 0.6, 0.7 and 0.8
+    assert tuned["f1"] == 1.0 and tuned["default_f1"] == pytest.approx(2 / 3)  # merged: 1 of 2 found
+    assert tuned["scores"][0.8] == 1.0 and tuned["scores"][0.2] == pytest.approx(2 / 3)
+    # over two fields the counts are pooled: only 0.7 and above part the pair of the second field too
+    tuned = tune_split([(high, labels), (low, labels)], "distance", 0.5, 5, candidates, default=0.5)
+    assert tuned["value"] == 0.7 and tuned["f1"] == 1.0
+    assert tuned["scores"][0.6] == pytest.approx(2 * 3 / (2 * 3 + 1))  # 3 of the 4 objects found
+
+
+def test_tuning_without_a_head_picks_the_split_distance():
+    labels = _touching_pair(gap=14.0)  # centres 14 px apart: a split distance of 14 or more keeps them together
+    maps = (labels > 0).astype(np.float32)[None]
+    tuned = tune_split([(maps, labels)], "none", 0.5, 5, (4, 8, 20, 30), default=20)
+    assert tuned["key"] == "min_distance" and tuned["value"] == 8 and tuned["f1"] == 1.0
+    assert tuned["default_f1"] < 1.0 and tuned["scores"][4] == 1.0
+
+
 class _TouchingPairs(Dataset):
     """Noisy images of two touching disks at random places, with their instance labels."""
 
@@ -143,7 +179,21 @@ def test_an_instance_head_learns_to_part_touching_disks(mode):
 
 
 @pytest.mark.slow  # trains: left out of `make mutate`, run by `make test`
-def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_eval, tmp_path):
+def decoded_with(monkeypatch) -> list[float]:
+    """The seed thresholds the evaluation decodes its images with, recorded call by call."""
+    from stainless.evaluation import segmentation
+
+    used, decode = [], segmentation.decode_instances
+
+    def spy(maps, mode, threshold, min_size, min_distance, seed_threshold):
+        used.append(seed_threshold)
+        return decode(maps, mode, threshold, min_size, min_distance, seed_threshold)
+
+    monkeypatch.setattr(segmentation, "decode_instances", spy)
+    return used
+
+
+def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_eval, tmp_path, monkeypatch):
     from stainless.evaluate import evaluate
     from stainless.export import export
     from stainless.train import train
@@ -157,14 +207,34 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     train(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["instances"] == "boundary"
+    used = decoded_with(monkeypatch)
     summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown"))
     out = Path(summary["output_dir"])
     assert summary["instances"] == "boundary"
     assert list((out / "predictions").glob("*_boundary.tif"))
+    # the seed threshold was tuned on the validation split, and the objects of every test image are decoded with it
+    split = summary["object_sizes"]["split"]
+    assert split["key"] == "seed_threshold" and split["source"].startswith("tuned on the validation split")
+    assert summary["object_sizes"]["seed_threshold"] == split["value"] in SEED_THRESHOLDS
+    assert used and set(used) == {split["value"]}
+    used.clear()  # whatever the tuning picks is what decodes: here it is made to pick 0.3 (not the default 0.5)
+    from stainless.evaluation import segmentation
+
+    tune = segmentation.tune_split
+    monkeypatch.setattr(segmentation, "tune_split", lambda *a, **k: {**tune(*a, **k), "value": 0.3})
+    summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", run="tuned_0.3"))
+    assert summary["object_sizes"]["seed_threshold"] == 0.3 and set(used) == {0.3}
+    used.clear()
+    summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.seed_threshold=0.35", run="given"))
+    assert summary["object_sizes"]["split"]["source"] == "segmentation.seed_threshold=0.35"
+    assert used and set(used) == {0.35}
+    with pytest.raises(ValueError, match=r"segmentation.seed_threshold=1.5: must be auto or a number between 0 and 1"):
+        evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.seed_threshold=1.5", run="bad_seed"))
     videos = Path(cfg.paths.data_dir) / "synthetic_rbc" / "videos"
     vsum = evaluate(cfg_eval(f"ckpt_path={ckpt}", f"videos={{A:{videos / 'UREA.tif'}}}", "frame_interval=2.0",
                              "segmentation.overlay_video=false", run="video"))
     assert (Path(vsum["output_dir"]) / "cells.csv").is_file()
+    assert vsum["object_sizes"]["seed_threshold"] == 0.3  # the video is split with the tuned setting too
     package = tmp_path / "boundary.zip"
     cfg_export = run_config_factory("export", tmp_path, "export")
     result = export(cfg_export(f"ckpt_path={ckpt}", "format=bioimageio", f"output={package}"))

@@ -23,11 +23,14 @@ from stainless.inference.tiling import predict_tiled
 from stainless.io import ImageReadError, agreed_pixel_size, check_pixel_size, pixel_size_of, write_tiff
 from stainless.metrics.objects import (
     IOU_THRESHOLDS,
+    SEED_THRESHOLDS,
+    SPLIT_FRACTIONS,
     decode_instances,
     instances_from_mask,
     match_objects,
     mean_average_precision,
     size_parameters,
+    tune_split,
 )
 from stainless.utils.logging import describe, save_config, write_json
 from stainless.utils.visuals import to_rgb
@@ -67,7 +70,7 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         samples = datamodule.find_samples()[cfg.stage]
     threshold = module.hparams.threshold
     instances = vid.instance_mode(module)
-    sizes = object_sizes(cfg, module)
+    sizes = object_sizes(cfg, module, data_hp, device)
     tile = cfg.tile_size or 2 * data_hp["patch_size"]
     rows, figures = [], []
     (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         prob = maps[0]
         pred = prob > threshold
         pred_instances = decode_instances(maps, instances, threshold, sizes["min_size"], sizes["min_distance"],
-                                          cfg.segmentation.get("seed_threshold", 0.5))
+                                          sizes["seed_threshold"])
         size = pixel_size_of(sample.source, cfg.pixel_size)
         write_tiff(out_dir / "predictions" / f"{sample.name}_probability.tif", prob.astype(np.float32), size)
         if len(maps) > 1:
@@ -142,14 +145,67 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
     }
 
 
-def object_sizes(cfg: DictConfig, module) -> dict[str, Any]:
-    """The post-processing sizes (``min_size``, ``min_distance``, ``max_distance``) of this evaluation, from
-    ``segmentation.*`` or the object scale recorded in the checkpoint; printed with where they came from."""
+def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=None) -> dict[str, Any]:
+    """The post-processing settings of this evaluation, printed with where they came from: the sizes
+    (``min_size``, ``min_distance``, ``max_distance``) from ``segmentation.*`` or the object scale recorded in the
+    checkpoint, and the split of touching objects (``seed_threshold`` for an instance head, ``min_distance`` without
+    one): a number given wins; ``auto`` is tuned on the checkpoint's annotated validation split
+    (``segmentation.tune``, see :func:`tune_split_setting`), else the default."""
     sizes = size_parameters(cfg.segmentation, module.hparams.get("object_scale"))
+    seed = cfg.segmentation.get("seed_threshold", "auto")
+    if seed != "auto" and (isinstance(seed, bool) or not isinstance(seed, (int, float)) or not 0 < seed < 1):
+        raise ValueError(f"segmentation.seed_threshold={seed!r}: must be auto or a number between 0 and 1")
+    sizes["seed_threshold"] = 0.5 if seed == "auto" else float(seed)
+    mode = vid.instance_mode(module)
+    key = "min_distance" if mode == "none" else "seed_threshold"
+    given = cfg.segmentation.get(key, "auto") not in (None, "auto")
+    if given or not cfg.segmentation.get("tune", True) or data_hp is None:
+        sizes["split"] = {"key": key, "value": sizes[key],
+                          "source": f"segmentation.{key}={sizes[key]}" if given else "default (tuning off)"}
+    else:
+        sizes["split"] = tune_split_setting(cfg, module, data_hp, sizes, mode, device)
+        sizes[key] = sizes["split"]["value"]
     diameter = f"diameter {sizes['diameter']:.1f} px" if sizes["diameter"] else "no diameter"
     rank_zero_info(f"Object scale: {diameter} from {sizes['source']}; smallest object {sizes['min_size']} px, "
                    f"touching objects split {sizes['min_distance']} px apart, tracking radius {sizes['max_distance']} px")
+    rank_zero_info(f"Splitting touching objects: {key} {sizes[key]:g} ({sizes['split']['source']})")
     return sizes
+
+
+def tune_split_setting(cfg: DictConfig, module, data_hp: dict, sizes: dict, mode: str, device) -> dict[str, Any]:
+    """``seed_threshold`` (instance heads) or ``min_distance`` (a mask split by its distance transform) tuned on the
+    annotated fields of the checkpoint's validation split: the value with the best object F1 at IoU 0.5 there
+    (:func:`stainless.metrics.objects.tune_split`). The default when that split is empty, unannotated or no longer
+    readable (the reason is in ``source``)."""
+    key = "min_distance" if mode == "none" else "seed_threshold"
+    default = sizes[key]
+    if mode == "none":
+        scale = sizes["diameter"] or default / 0.3
+        candidates = sorted({max(2, int(round(f * scale))) for f in SPLIT_FRACTIONS})
+    else:
+        candidates = list(SEED_THRESHOLDS)
+    try:
+        datamodule = MicroscopyDataModule(**data_hp)
+        datamodule.prepare_data()
+        samples = datamodule.find_samples()["val"]
+        fields = []
+        for sample in samples:
+            loaded = load_sample(sample, data_hp.get("normalization") or {}, "mask", data_hp.get("channel_axis", "auto"),
+                                 **datamodule.load_options)
+            if loaded.target is not None:
+                tile = cfg.tile_size or 2 * data_hp["patch_size"]
+                fields.append((_maps(module, loaded.source, tile, cfg, device),
+                               true_objects(loaded.target > 0, loaded.labels)))
+    except (OSError, ImageReadError, ValueError) as error:
+        return {"key": key, "value": default, "source": f"default: the validation split could not be read ({error})"}
+    n_objects = sum(len(np.unique(truth)) - 1 for _, truth in fields)
+    if not n_objects:
+        return {"key": key, "value": default, "source": "default: no annotated objects in the validation split"}
+    tuned = tune_split(fields, mode, module.hparams.threshold, sizes["min_size"], candidates, default)
+    tuned["source"] = (f"tuned on the validation split, {len(fields)} field(s) with {n_objects} objects: object F1 "
+                       f"{tuned['f1']:.3f} against {tuned['default_f1']:.3f} at the default {default:g}")
+    tuned["scores"] = {str(k): v for k, v in tuned["scores"].items()}
+    return tuned
 
 
 def true_objects(truth: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
@@ -195,12 +251,12 @@ def report_segmentation(out_dir: Path, summary: dict, cfg: DictConfig, sections:
                         SEGMENTATION_EXPLANATIONS, NOTES, sections)
 
 
-def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path) -> dict[str, Any]:
+def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path, device=None) -> dict[str, Any]:
     """Cells over time in one video per condition: ``cells.csv``, ``fits.csv``, ``conditions.csv``, plots."""
     data_hp = checkpoint["datamodule_hyper_parameters"]
     videos = cfg.videos if not isinstance(cfg.videos, str) else {Path(cfg.videos).stem: cfg.videos}
     options = cfg.segmentation
-    sizes = object_sizes(cfg, module)
+    sizes = object_sizes(cfg, module, data_hp, device)
     pixel_size, pixel_source = conditions_pixel_size(cfg.pixel_size, videos)
     rank_zero_info(f"Pixel size: {f'{pixel_size:g} µm' if pixel_size else 'unknown (sizes in pixels only)'} ({pixel_source})")
     rows, fits = [], []
@@ -212,7 +268,7 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path) -> 
             pixel_size, module.hparams.threshold, sizes["min_size"], sizes["min_distance"],
             sizes["max_distance"], options.max_gap, options.min_track_fraction, cfg.batch_size,
             options.get("overlay_video", True), options.get("area_weight", 0.0), options.get("splitting", False),
-            options.get("seed_threshold", 0.5),
+            sizes["seed_threshold"],
         )
         rows += r
         fits += f
@@ -304,7 +360,7 @@ def evaluate_segmenter(cfg: DictConfig, module, checkpoint: dict, out_dir: Path,
     ``summary.json`` and a report (images)."""
     if cfg.videos:
         save_config(cfg, out_dir / "config_resolved.yaml")
-        summary = analyse_videos(cfg, module, checkpoint, out_dir)
+        summary = analyse_videos(cfg, module, checkpoint, out_dir, device)
         report = None
     else:
         samples = new_input_samples(cfg, checkpoint["datamodule_hyper_parameters"], module) if cfg.input else None

@@ -9,8 +9,9 @@ Data (read where they lie, ``../shared/data``): ``dsb2018`` (DSB 2018 stage-1 su
 ``usiigaci`` (phase-contrast fields with whole-cell labels, split into regions); see ``real_data.py``.
 
 Run from the repository root: ``.venv/bin/python benchmarks/instance_heads.py [--epochs 5] [--seeds 0,1,2]
-[--work DIR]`` (``--work`` keeps the training runs and reuses them: a change of decoding is re-scored without
-retraining)
+[--only dsb2018,usiigaci] [--modes none,boundary,distance] [--work DIR] [--record NAME]`` (``--work`` keeps the
+training runs and reuses them: a change of decoding is re-scored without retraining; ``--record
+instance_heads_long`` keeps a longer run beside the default record)
 """
 
 from __future__ import annotations
@@ -58,12 +59,15 @@ def scores_of(name: str, mode: str, seed: int, summary: dict, evaluation: dict) 
               "n_true": evaluation["objects_by_iou"]["0.5"]["tp"] + evaluation["objects_by_iou"]["0.5"]["fn"],
               "n_pred": evaluation["objects_by_iou"]["0.5"]["tp"] + evaluation["objects_by_iou"]["0.5"]["fp"],
               "steps": summary["global_step"], "train_s": summary["duration_s"],
-              "object_sizes": {k: evaluation["object_sizes"][k] for k in ("diameter", "min_size", "min_distance")}}
+              "object_sizes": {k: evaluation["object_sizes"][k] for k in ("diameter", "min_size", "min_distance")},
+              # the split of touching objects tuned on the validation split (segmentation.tune)
+              "split": {k: evaluation["object_sizes"]["split"].get(k) for k in ("key", "value", "f1", "default_f1")}}
     otsu = evaluation["metrics"].get("baseline_otsu")
     if otsu:
         scores["baseline_otsu"] = {"pixel_iou": otsu["iou"]["mean"], "object_f1_mean_over_images": otsu["object_f1"]["mean"]}
     print(f"{name} {mode} seed {seed}: IoU {scores['pixel_iou']:.3f} F1 {scores['object_f1_iou50']:.3f} "
-          f"AP {scores['mean_ap_50_95']:.3f} ({scores['n_pred']} predicted / {scores['n_true']} true)", flush=True)
+          f"AP {scores['mean_ap_50_95']:.3f} ({scores['n_pred']} predicted / {scores['n_true']} true; "
+          f"{scores['split']['key']} {scores['split']['value']})", flush=True)
     return scores
 
 
@@ -75,6 +79,8 @@ def main() -> None:
     parser.add_argument("--only", default="dsb2018,usiigaci")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--work", default=None, help="keep the training runs here and reuse them (re-evaluating only)")
+    parser.add_argument("--record", default="instance_heads",
+                        help="results/<record>.json (e.g. instance_heads_long for a longer run beside the default one)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict = {"epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch, "seeds": seeds, "sets": {}}
@@ -93,7 +99,7 @@ def main() -> None:
             lines.append(f"{name}: " + ", ".join(
                 f"{m} F1 {t['object_f1_iou50']['mean']:.3f}±{t['object_f1_iou50']['sd']:.3f} "
                 f"AP {t['mean_ap_50_95']['mean']:.3f}" for m, t in table.items()))
-    write_result("instance_heads", results, "; ".join(lines))
+    write_result(args.record, results, "; ".join(lines))
 
 
 if __name__ == "__main__":

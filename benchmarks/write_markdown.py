@@ -137,17 +137,21 @@ def quality_seg(r: dict) -> list[str]:
 
 
 def instance_heads(r: dict) -> list[str]:
-    lines = ["## Instance heads on real cells (`instance_heads.py`)", "", header(r), "",
+    title = ("## Instance heads on real cells (`instance_heads.py`)" if r["benchmark"] == "instance_heads" else
+             f"## Instance heads, {r['epochs']} epochs (`instance_heads.py --record {r['benchmark']}`)")
+    lines = [title, "", header(r), "",
              f"`model.instances` none / boundary / distance, each trained {r['epochs']} epochs of "
              f"{r['samples_per_epoch']} crops per seed (seeds {r['seeds']}), scored by `evaluate.py` on the held-out "
              "images: object F1 at IoU 0.5 and mean AP over IoU 0.5:0.95 (DSB 2018 definition) pooled over the test "
-             "images; mean ± sd over the seeds.", "",
-             *table("data", "instances", "pixel IoU", "object F1 (IoU 0.5)", "mean AP 0.5:0.95")]
+             "images; mean ± sd over the seeds. Split: the setting that parts touching objects (`seed_threshold` with "
+             "a head, `min_distance` in pixels without), tuned on the validation split, per seed.", "",
+             *table("data", "instances", "pixel IoU", "object F1 (IoU 0.5)", "mean AP 0.5:0.95", "split (tuned)")]
     for name, d in r["sets"].items():
         for mode, t in d["table"].items():
             best = "**" if mode == d["best_by_mean_ap"] else ""
+            splits = ", ".join(f"{run['split']['value']:g}" for run in d["runs"][mode] if run.get("split"))
             lines.append(f"| {name} | {mode} | {_ms(t['pixel_iou'])} | {_ms(t['object_f1_iou50'])} | "
-                         f"{best}{_ms(t['mean_ap_50_95'])}{best} |")
+                         f"{best}{_ms(t['mean_ap_50_95'])}{best} | {splits or '-'} |")
     otsu = [f"{name} pixel IoU {o['pixel_iou']:.3f}, object F1 {o['object_f1_mean_over_images']:.3f} (mean over images)"
             for name, d in r["sets"].items() if (o := d["runs"].get("none", [{}])[0].get("baseline_otsu"))]
     if otsu:
@@ -241,7 +245,8 @@ def main() -> None:
              "with the commit it ran on. Regenerate with `make bench`.", ""]
     for name, render in (("speed_training", training), ("speed_inference", inference), ("speed_video", video),
                          ("real_data", real_data), ("uncertainty_isl", uncertainty), ("quality_segmentation", quality_seg),
-                         ("instance_heads", instance_heads), ("rbc_quality", rbc), ("export", exported),
+                         ("instance_heads", instance_heads), ("instance_heads_long", instance_heads),
+                         ("rbc_quality", rbc), ("export", exported),
                          ("mutation", mutation)):
         record = load(name)
         lines += render(record) if record else [f"## {name}", "", "_not run yet_", ""]

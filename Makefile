@@ -24,10 +24,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -n 2
 
-# Speed and quality benchmarks (about 4 hours on 2 CPU cores, most of it real_data, instance_heads and uncertainty_isl); results in benchmarks/results/*.json.
+# Speed and quality benchmarks (about 4.5 hours on 2 CPU cores, most of it real_data, instance_heads and uncertainty_isl); results in benchmarks/results/*.json.
 bench: $(STAMP)
 	cd benchmarks && for script in speed_training speed_inference speed_video real_data instance_heads uncertainty_isl quality_segmentation rbc_quality export_models; do \
-		HF_HUB_OFFLINE=1 WANDB_MODE=offline ../$(PY) $$script.py || exit 1; done; ../$(PY) write_markdown.py
+		HF_HUB_OFFLINE=1 WANDB_MODE=offline ../$(PY) $$script.py || exit 1; done; \
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline ../$(PY) instance_heads.py --only usiigaci --modes distance --epochs 15 \
+		--record instance_heads_long && ../$(PY) write_markdown.py
 
 # Mutation testing of the core modules with the fast tests (not in CI: about 5-10 minutes on 2 cores); writes benchmarks/results/mutation.json.
 mutate: $(STAMP)

@@ -240,7 +240,7 @@ def uncertainty(r: dict) -> list[str]:
 def main() -> None:
     path = ROOT / "BENCHMARKS.md"
     notes = path.read_text().split(MARKER, 1)[1] if path.is_file() and MARKER in path.read_text() else "\n"
-    lines = ["# Benchmarks", "", "Figures from `make bench` (about 4 hours on 2 CPU cores); every number below is read "
+    lines = ["# Benchmarks", "", "Figures from `make bench` (about 4.5 hours on 2 CPU cores); every number below is read "
              "from `benchmarks/results/<name>.json`, named in each section's heading by the script that writes it, "
              "with the commit it ran on. Regenerate with `make bench`.", ""]
     for name, render in (("speed_training", training), ("speed_inference", inference), ("speed_video", video),

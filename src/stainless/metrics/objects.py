@@ -97,7 +97,8 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
 
 # Candidates of the split setting tuned on annotated validation fields (:func:`tune_split`).
 SEED_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # instance heads: seeds where the map passes this
-SPLIT_FRACTIONS = (0.15, 0.2, 0.3, 0.4, 0.5, 0.7)  # no head: closest centres split apart, in object diameters
+SPLIT_FRACTIONS = (0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5)  # no head: closest centres split apart, in diameters
+# (1.5: hardly ever split, for long or branched cells whose distance transform has several far-apart maxima)
 
 
 def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, threshold: float, min_size: int,

@@ -139,8 +139,9 @@ def quality_seg(r: dict) -> list[str]:
 def instance_heads(r: dict) -> list[str]:
     title = ("## Instance heads on real cells (`instance_heads.py`)" if r["benchmark"] == "instance_heads" else
              f"## Instance heads, {r['epochs']} epochs (`instance_heads.py --record {r['benchmark']}`)")
+    modes = " / ".join(dict.fromkeys(mode for d in r["sets"].values() for mode in d["table"]))
     lines = [title, "", header(r), "",
-             f"`model.instances` none / boundary / distance, each trained {r['epochs']} epochs of "
+             f"`model.instances` {modes}, each trained {r['epochs']} epochs of "
              f"{r['samples_per_epoch']} crops per seed (seeds {r['seeds']}), scored by `evaluate.py` on the held-out "
              "images: object F1 at IoU 0.5 and mean AP over IoU 0.5:0.95 (DSB 2018 definition) pooled over the test "
              "images; mean ± sd over the seeds. Split: the setting that parts touching objects (`seed_threshold` with "

@@ -315,6 +315,9 @@ def test_object_scale_is_recorded_from_the_annotations_and_sizes_the_post_proces
     assert tuned["split"]["key"] == "min_distance" and tuned["split"]["source"].startswith("tuned on the validation split")
     assert tuned["min_distance"] == tuned["split"]["value"] and str(tuned["min_distance"]) in tuned["split"]["scores"]
     assert tuned["split"]["f1"] == max(tuned["split"]["scores"].values()) >= tuned["split"]["default_f1"]
+    assert "optimistic" not in tuned["split"]["source"]
+    on_val = evaluate(cfg_eval(f"ckpt_path={segmenter}", "report=markdown", "stage=val", run="on_val"))["object_sizes"]
+    assert on_val["split"]["source"].endswith("these are the images scored now, so their object scores are optimistic")
     given = evaluate(cfg_eval(f"ckpt_path={segmenter}", "report=markdown", "segmentation.min_distance=5", run="given"))
     assert given["object_sizes"]["min_distance"] == 5
     assert given["object_sizes"]["split"]["source"] == "segmentation.min_distance=5"

@@ -188,12 +188,12 @@ def tune_split_setting(cfg: DictConfig, module, data_hp: dict, sizes: dict, mode
         datamodule = MicroscopyDataModule(**data_hp)
         datamodule.prepare_data()
         samples = datamodule.find_samples()["val"]
+        tile = cfg.tile_size or 2 * data_hp["patch_size"]
         fields = []
         for sample in samples:
             loaded = load_sample(sample, data_hp.get("normalization") or {}, "mask", data_hp.get("channel_axis", "auto"),
                                  **datamodule.load_options)
             if loaded.target is not None:
-                tile = cfg.tile_size or 2 * data_hp["patch_size"]
                 fields.append((_maps(module, loaded.source, tile, cfg, device),
                                true_objects(loaded.target > 0, loaded.labels)))
     except (OSError, ImageReadError, ValueError) as error:

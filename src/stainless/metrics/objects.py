@@ -123,11 +123,11 @@ def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, thres
     scores = {}
     for value in dict.fromkeys([*candidates, default]):
         tp = fp = fn = 0
+        # the candidate is one of the two split settings; the other is unused by this mode's decoding
+        min_distance, seed_threshold = (int(value), 0.5) if key == "min_distance" else (5, float(value))
         for maps, truth in fields:
-            split = dict(min_distance=int(value), seed_threshold=0.5) if key == "min_distance" else \
-                dict(min_distance=5, seed_threshold=float(value))
-            counts = match_objects(truth, decode_instances(maps, mode, threshold, min_size, **split), (0.5,))
-            counts = counts["by_threshold"][0.5]
+            labels = decode_instances(maps, mode, threshold, min_size, min_distance, seed_threshold)
+            counts = match_objects(truth, labels, (0.5,))["by_threshold"][0.5]
             tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
         scores[value] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
     best = max(scores, key=lambda v: (scores[v], -abs(v - default)))

@@ -103,14 +103,48 @@ def test_distance_to_background_equals_scipy_bit_for_bit():
     assert np.array_equal(_distance_to_background(full), ndi.distance_transform_edt(full))
 
 
+def test_peaks_per_component_equal_scikit_image_peak_local_max(monkeypatch):
+    # the seeds of the distance watershed: the fast path must give scikit-image's peaks, in its order, exactly
+    from scipy import ndimage as ndi
+    from skimage.feature import peak_local_max
+
+    import stainless.metrics.objects as objects
+
+    calls = []
+    monkeypatch.setattr(objects, "peak_local_max", lambda *a, **kw: calls.append(1) or peak_local_max(*a, **kw))
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:70, :90]
+    components_seen = 0
+    for trial in range(40):
+        k = int(rng.integers(1, 30))
+        disks = np.hypot(yy[..., None] - rng.integers(0, 70, k), xx[..., None] - rng.integers(0, 90, k)) < rng.integers(2, 15, k)
+        mask = disks.any(-1)
+        mask[:: int(rng.integers(3, 12))] = trial % 3 == 0  # every third: stripes cut it into many close components
+        mask[rng.integers(0, 60):, rng.integers(0, 80):][:6, :9] |= trial % 4 == 1  # a rectangle: a plateau ridge
+        distance = objects._distance_to_background(mask)
+        components, n = ndi.label(mask)
+        components_seen += n
+        for min_distance in (1, 3, 7, 12):
+            expected = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
+            assert np.array_equal(objects._peaks_per_component(distance, components, n, min_distance), expected)
+    assert components_seen > 300
+    # cells apart, as in a video frame: every component settled by the fast path, scikit-image not called
+    calls.clear()
+    yy, xx = np.mgrid[:80, :100]
+    grid = np.any([np.hypot(yy - 12 - 27 * y, xx - 12 - 25 * x) < 7 + y for y, x in np.ndindex(3, 4)], axis=0)
+    components, n = ndi.label(grid)
+    peaks = objects._peaks_per_component(objects._distance_to_background(grid), components, n, 5)
+    assert n == 12 and len(peaks) == 12 and not calls
+
+
 def test_components_without_a_seed_keep_their_own_labels(monkeypatch):
     import stainless.metrics.objects as objects
 
     mask = np.zeros((30, 40), bool)
     mask[2:10, 2:10] = mask[15:25, 5:12] = mask[3:12, 25:35] = True  # three separate squares
-    found = objects.peak_local_max
-    # a seed in the right square only (peak_local_max gives every component one, but a split must not rely on it)
-    monkeypatch.setattr(objects, "peak_local_max", lambda d, **kw: found(d, **kw)[[1]])
+    found = objects._peaks_per_component
+    # a seed in the right square only (peak finding gives every component one, but a split must not rely on it)
+    monkeypatch.setattr(objects, "_peaks_per_component", lambda *args: found(*args)[[1]])
     labels = objects.instances_from_mask(mask, min_size=4, min_distance=3)
     assert labels.dtype == np.int32 and ((labels > 0) == mask).all()
     assert labels[7, 30] == 1 and labels[5, 5] == 2 and labels[20, 8] == 3  # the unseeded, after the seed, in order

@@ -28,7 +28,7 @@ def instances_from_mask(mask: np.ndarray, min_size: int = 20, min_distance: int 
         return np.zeros(mask.shape, np.int32)
     distance = _distance_to_background(mask)
     components, n = ndi.label(mask)
-    peaks = tuple(peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False).T)
+    peaks = tuple(_peaks_per_component(distance, components, n, min_distance).T)
     seeds = np.bincount(components[peaks], minlength=n + 1)
     if seeds.max() > 1:  # seeds compete for a component: flood from them
         markers = np.zeros(mask.shape, np.int32)
@@ -40,6 +40,65 @@ def instances_from_mask(mask: np.ndarray, min_size: int = 20, min_distance: int 
         lut[components[peaks]] = np.arange(1, len(peaks[0]) + 1)
         labels = lut[components]
     return _label_the_rest(labels, components, np.flatnonzero(seeds[1:] == 0) + 1)
+
+
+def _peaks_per_component(distance: np.ndarray, components: np.ndarray, n: int, min_distance: int) -> np.ndarray:
+    """``peak_local_max(distance, min_distance, labels=components, exclude_border=False)`` for a distance map (each
+    value the square root of an integer, as :func:`_distance_to_background` gives): the same peaks in the same order
+    (component by component, highest first), at a fraction of the cost.
+
+    scikit-image finds the peaks of each component in its own crop and thins them with a k-d tree: about 0.1 ms of
+    Python per component whatever its size (3.6 ms of a 256 x 256 video frame of 30 cells, the largest cost of a
+    video after the network). Written here because no library does it faster: the maximum of each pixel's window
+    over its own component comes for all components at once from two dilations (OpenCV) of the squared distances
+    offset by the component's number, counted up and counted down: a window holding only lower (or only higher)
+    numbered components beside its own gives the exact value in one of the two. A component whose peak is then one
+    pixel (or a plateau narrower than ``min_distance``, which scikit-image thins to its first pixel) is settled; the
+    rest (a window among components on both sides, maxima apart) go to scikit-image one by one, as before.
+    """
+    if n == 0 or not (components == 0).any():  # no component, or no background (the threshold is the minimum, 0)
+        return peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
+    squared = np.rint(distance * distance)  # exact integers: ties and order as in the distances
+    base = float(squared.max()) + 1
+    inside = components > 0
+    kernel = np.ones((2 * min_distance + 1,) * 2, np.uint8)
+    number = components.astype(np.float64)  # offsets below 2**53: exact in float64
+    window_max = lambda offset: cv2.dilate(np.where(inside, offset * base + squared, 0.0), kernel,  # noqa: E731
+                                           borderType=cv2.BORDER_REPLICATE) - offset * base
+    # a window with higher-numbered components gives >= base counted up; with lower-numbered ones, counted down
+    own_max = np.minimum(window_max(number), window_max(np.where(inside, n + 1 - number, 0.0)))
+    candidate = inside & (squared == own_max)
+    if not candidate.any():  # every component among others on both sides
+        return peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
+    rows, cols = np.nonzero(candidate)
+    owner = components[rows, cols]
+    # per component, its candidates in raster order: of candidates closer than min_distance, each is in the other's
+    # window, so they are equal, and scikit-image's stable sort keeps them in raster order
+    order = np.argsort(owner, kind="stable")
+    rows, cols, owner = rows[order], cols[order], owner[order]
+    first = np.searchsorted(owner, np.arange(1, n + 1))
+    count = np.bincount(owner, minlength=n + 1)[1:]
+    span = lambda v: (np.maximum.reduceat(v, first[count > 0]), np.minimum.reduceat(v, first[count > 0]))  # noqa: E731
+    spread = np.full(n, np.inf)
+    (r_hi, r_lo), (c_hi, c_lo) = span(rows), span(cols)
+    spread[count > 0] = np.maximum(r_hi - r_lo, c_hi - c_lo)
+    # settled: every candidate closer than min_distance (Chebyshev) to the first, which alone survives scikit-image's
+    # thinning; not when every pixel is a candidate (its "trivial image" case) or a window met components on both sides
+    flat = components.ravel()
+    unsettled = np.bincount(flat, weights=(inside & (own_max >= base)).ravel(), minlength=n + 1)[1:] > 0
+    settled = (spread < min_distance) & ~unsettled & (count < np.bincount(flat, minlength=n + 1)[1:])
+    single = np.stack([rows[np.minimum(first, len(rows) - 1)], cols[np.minimum(first, len(rows) - 1)]], axis=1)
+    slices = ndi.find_objects(components) if not settled.all() else []
+    out = []
+    for k in range(n):
+        if settled[k]:
+            out.append(single[k:k + 1])
+        elif slices[k] is not None:
+            roi = slices[k]
+            peaks = peak_local_max(distance[roi], min_distance=min_distance, labels=(components[roi] == k + 1).astype(int),
+                                   threshold_abs=0.0, exclude_border=False)
+            out.append(peaks + [s.start for s in roi])
+    return np.vstack(out).astype(np.intp) if out else np.empty((0, 2), np.intp)
 
 
 def _distance_to_background(mask: np.ndarray) -> np.ndarray:

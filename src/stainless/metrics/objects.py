@@ -23,11 +23,16 @@ def instances_from_mask(mask: np.ndarray, min_size: int = 20, min_distance: int 
         min_size: objects smaller than this (pixels) are dropped.
         min_distance: minimum distance between object centres (pixels); about a cell radius.
     """
-    mask = remove_small_objects(np.asarray(mask, bool), max_size=min_size - 1) if min_size > 1 else np.asarray(mask, bool)
-    if not mask.any():
-        return np.zeros(mask.shape, np.int32)
+    components, n = ndi.label(np.asarray(mask, bool))
+    if min_size > 1:  # remove_small_objects, on the components already labelled (numbered as a new labelling would)
+        keep = np.bincount(components.ravel(), minlength=n + 1) >= min_size
+        keep[0] = False
+        components = (np.cumsum(keep) * keep).astype(components.dtype)[components]
+        n = int(keep.sum())
+    if n == 0:
+        return np.zeros(components.shape, np.int32)
+    mask = components > 0
     distance = _distance_to_background(mask)
-    components, n = ndi.label(mask)
     peaks = tuple(_peaks_per_component(distance, components, n, min_distance).T)
     seeds = np.bincount(components[peaks], minlength=n + 1)
     if seeds.max() > 1:  # seeds compete for a component: flood from them

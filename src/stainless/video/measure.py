@@ -47,7 +47,7 @@ def _object_index(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if labels.size and labels.dtype.kind in "iu" and labels.min() >= 0 and labels.max() < 2**24:
         counts = np.bincount(labels.ravel())  # a lookup table: cheaper than the sort inside np.unique
         ids = np.flatnonzero(counts[1:]) + 1
-        lut = np.full(len(counts), -1, np.int64)
+        lut = np.full(len(counts), -1, np.int32)  # int32: the perimeter's shifted comparisons move half the bytes
         lut[ids] = np.arange(len(ids))
         return ids, lut[labels]
     ids, index = np.unique(labels, return_inverse=True)

@@ -14,7 +14,7 @@ from torch import nn
 from stainless.data.synthetic import synthesize_tissue
 from stainless.evaluate import evaluate
 from stainless.inference.nuclei import NucleusDetector
-from stainless.inference.uncertainty import dihedral, sample_predictions, uncertainty_map
+from stainless.inference.uncertainty import dihedral, sample_predictions, symmetry_averaged, uncertainty_map
 from stainless.io import normalize
 from stainless.metrics.nuclei import MapSeparation, error_masks, nuclei_table, roc_auc, score_nuclei
 from stainless.train import train
@@ -157,6 +157,23 @@ def test_dihedral_inverse_and_uncertainty_maps():
     assert torch.equal(spread, again)  # seeded
     with pytest.raises(ValueError, match="no dropout layers"):
         sample_predictions(_Pointwise(), _Pointwise(), image, "mc_dropout", 4, tile_size=32)
+
+
+def test_symmetry_averaged_prediction_turns_with_the_image():
+    torch.manual_seed(0)
+    net = nn.Conv2d(1, 2, 5, padding=2)  # an asymmetric kernel: the bare network does not turn with the image
+    x = torch.rand(3, 1, 16, 16)
+    turned = lambda t, k: dihedral(t, k)  # noqa: E731
+    with torch.no_grad():
+        assert not torch.allclose(net(turned(x, 1)), turned(net(x), 1), atol=1e-3)
+        averaged = symmetry_averaged(net, 8)
+        for k in range(8):  # over all 8 views each prediction is undone: the average turns with the image
+            assert torch.allclose(averaged(turned(x, k)), turned(averaged(x), k), atol=1e-5), k
+        two = torch.rot90(net(torch.rot90(x, 1, (-2, -1))), -1, (-2, -1))  # the second view, a quarter turn
+        assert torch.allclose(symmetry_averaged(net, 2)(x), (net(x) + two) / 2, atol=1e-6)
+    assert symmetry_averaged(net, 1) is net
+    with pytest.raises(ValueError, match="9 transforms"):
+        symmetry_averaged(net, 9)
 
 
 def test_risk_is_relative_spread_per_nucleus():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import time
 from functools import partial
@@ -12,7 +13,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from stainless import video as vid
 from stainless.data.datamodule import MicroscopyDataModule
@@ -20,6 +21,7 @@ from stainless.data.datasets import load_sample
 from stainless.evaluation.inputs import new_input_samples
 from stainless.evaluation.report import SEGMENTATION_EXPLANATIONS, print_outcome, verdict, verdict_section, write_report
 from stainless.inference.tiling import predict_tiled
+from stainless.inference.uncertainty import symmetry_averaged
 from stainless.io import ImageReadError, agreed_pixel_size, check_pixel_size, pixel_size_of, write_tiff
 from stainless.metrics.objects import (
     IOU_THRESHOLDS,
@@ -43,11 +45,22 @@ NOTES = (
 )
 
 
+def test_time_augmentation(cfg: DictConfig) -> int:
+    """``segmentation.tta``: how many of the 8 flips/rotations each field's maps are averaged over (1: none)."""
+    n = cfg.get("segmentation", {}).get("tta", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 8:
+        raise ValueError(f"segmentation.tta={n!r}: must be a whole number of flips/rotations from 1 (none) to 8")
+    return n
+
+
 def _maps(module, image: np.ndarray, tile: int, cfg: DictConfig, device) -> np.ndarray:
-    """(C, H, W): foreground probability, then the instance head's map if the model has one; tiled."""
+    """(C, H, W): foreground probability, then the instance head's map if the model has one; tiled, averaged over
+    ``segmentation.tta`` flips/rotations."""
     x = torch.from_numpy(image).to(device)
-    maps = predict_tiled(partial(vid.segmentation_maps, module), x, tile, cfg.tile_overlap, cfg.batch_size,
-                         module.size_multiple)
+    views = test_time_augmentation(cfg)
+    predict = symmetry_averaged(partial(vid.segmentation_maps, module), views)
+    # each tile goes through the network once per view: fewer tiles per call keep the network's batch as set
+    maps = predict_tiled(predict, x, tile, cfg.tile_overlap, max(1, cfg.batch_size // views), module.size_multiple)
     return maps.cpu().numpy()
 
 
@@ -152,6 +165,7 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     one): a number given wins; ``auto`` is tuned on the checkpoint's annotated validation split
     (``segmentation.tune``, see :func:`tune_split_setting`), else the default."""
     sizes = size_parameters(cfg.segmentation, module.hparams.get("object_scale"))
+    sizes["tta"] = test_time_augmentation(cfg)  # checked before tuning, which would take the error for unreadable data
     seed = cfg.segmentation.get("seed_threshold", "auto")
     if seed != "auto" and (isinstance(seed, bool) or not isinstance(seed, (int, float)) or not 0 < seed < 1):
         raise ValueError(f"segmentation.seed_threshold={seed!r}: must be auto or a number between 0 and 1")
@@ -168,7 +182,8 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     diameter = f"diameter {sizes['diameter']:.1f} px" if sizes["diameter"] else "no diameter"
     rank_zero_info(f"Object scale: {diameter} from {sizes['source']}; smallest object {sizes['min_size']} px, "
                    f"touching objects split {sizes['min_distance']} px apart, tracking radius {sizes['max_distance']} px")
-    rank_zero_info(f"Splitting touching objects: {key} {sizes[key]:g} ({sizes['split']['source']})")
+    rank_zero_info(f"Splitting touching objects: {key} {sizes[key]:g} ({sizes['split']['source']})"
+                   + (f"; maps averaged over {sizes['tta']} flips/rotations" if sizes["tta"] > 1 else ""))
     return sizes
 
 
@@ -258,6 +273,11 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path, dev
     data_hp = checkpoint["datamodule_hyper_parameters"]
     videos = cfg.videos if not isinstance(cfg.videos, str) else {Path(cfg.videos).stem: cfg.videos}
     options = cfg.segmentation
+    if test_time_augmentation(cfg) > 1:  # frames are segmented once each, so the split is tuned on single views too
+        rank_zero_info(f"segmentation.tta={options.tta} applies to images; video frames are segmented without it")
+        cfg = copy.deepcopy(cfg)
+        with open_dict(cfg):
+            cfg.segmentation.tta = 1
     sizes = object_sizes(cfg, module, data_hp, device)
     pixel_size, pixel_source = conditions_pixel_size(cfg.pixel_size, videos)
     rank_zero_info(f"Pixel size: {f'{pixel_size:g} µm' if pixel_size else 'unknown (sizes in pixels only)'} ({pixel_source})")

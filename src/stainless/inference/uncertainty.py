@@ -35,6 +35,22 @@ def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
     return x.flip(-1) if flip else x
 
 
+def symmetry_averaged(predict: Callable[[torch.Tensor], torch.Tensor], n: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``predict`` on square batches (N, C, t, t) averaged over the first ``n`` of the 8 symmetries of the square,
+    each undone on its output (test-time augmentation, as nnU-Net mirrors by default); ``n = 1`` is ``predict``.
+    The ``n`` views of a batch go through the network in one call."""
+    if not 1 <= n <= 8:
+        raise ValueError(f"test-time augmentation: {n} transforms; there are 1 to 8 (the symmetries of the square)")
+    if n == 1:
+        return predict
+
+    def averaged(batch: torch.Tensor) -> torch.Tensor:
+        views = predict(torch.cat([dihedral(batch, k) for k in range(n)]))
+        return torch.stack([dihedral(v, k, inverse=True) for k, v in enumerate(views.chunk(n))]).mean(0)
+
+    return averaged
+
+
 def _dropout_layers(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
 

@@ -126,6 +126,15 @@ def test_a_corrupt_frame_is_named(tmp_path):
         next(frames)
 
 
+def test_frames_of_a_folder_come_in_time_order_whatever_the_padding(tmp_path):
+    """frame_2 before frame_10 (a plain name sort scrambles unpadded time-lapses); zero-padded CTC names as before."""
+    for name, times in (("unpadded", [f"frame_{t}.tif" for t in range(12)]), ("ctc", [f"t{t:03d}.tif" for t in range(12)])):
+        (tmp_path / name).mkdir()
+        for t, file in enumerate(times):
+            tifffile.imwrite(tmp_path / name / file, np.full((4, 4), t, np.uint8))
+        assert [int(frame[0, 0, 0]) for frame in iter_frames(tmp_path / name)] == list(range(12)), name
+
+
 def test_a_tracking_ground_truth_in_the_wrong_layout_is_named(tmp_path):
     (tmp_path / "gt").mkdir()
     with pytest.raises(ImageReadError, match=r"gt: not a Cell Tracking Challenge ground truth"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -22,6 +23,14 @@ def _frame_chw(array: np.ndarray) -> np.ndarray:
     return (np.moveaxis(array, -1, 0) if array.shape[-1] <= 4 else array).astype(np.float32)
 
 
+def frame_order(path: Path) -> list:
+    """Sort key of a frame file: numbers in the name compared as numbers, so ``frame_2`` comes before ``frame_10``
+    (a plain sort would put ``frame_10`` second and scramble every unpadded time-lapse). Zero-padded names
+    (``t000.tif``, the Cell Tracking Challenge layout) sort as before."""
+    key = [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", path.name)]
+    return [*key, (2, 0, path.name)]  # equal numbers written differently (t1, t01) in a fixed order
+
+
 def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
     """The frames of a video one at a time, as float32 (C, H, W), decoding each only when it is asked for: a
     multi-page TIFF page by page, a folder image by image, an mp4/avi frame by frame (PyAV, else ffmpeg). Memory
@@ -32,7 +41,7 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=frame_order)
         if not files:
             raise ImageReadError(f"{path}: no frames (images) in this folder")
         for file in files:

@@ -142,6 +142,8 @@ def test_a_tracking_ground_truth_in_the_wrong_layout_is_named(tmp_path):
     with pytest.raises(ValueError, match="'B' is not one of the videos"):
         tracking_truths({"B": str(tmp_path / "gt")}, {"A": "a.tif"})
     write_ctc(tmp_path / "short" / "TRA", _moving_disks(3), None, "man_track", "man_track.txt")
+    # the TRA folder itself names its ground truth (users point at the folder that holds man_track.txt)
+    assert tracking_truths(str(tmp_path / "short" / "TRA"), {"A": "a.tif"}) == {"A": tmp_path / "short"}
     write_ctc(tmp_path / "res", _moving_disks(6))
     with pytest.raises(ImageReadError, match="3 ground-truth frames .* for a video of 6 frames"):
         score_tracking(tmp_path / "res", tmp_path / "short")

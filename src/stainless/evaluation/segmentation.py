@@ -332,6 +332,8 @@ def tracking_truths(given, videos: dict) -> dict[str, Path]:
         if str(condition) not in {str(c) for c in videos}:
             raise ValueError(f"tracking_gt: {condition!r} is not one of the videos ({', '.join(map(str, videos))})")
         folder = Path(folder)
+        if folder.name == "TRA" and (folder / "man_track.txt").is_file():  # the TRA folder itself: its parent is the GT
+            folder = folder.parent
         masks = sorted((folder / "TRA").glob("man_track*.tif"))
         if not (folder / "TRA" / "man_track.txt").is_file() or not masks:
             raise ImageReadError(f"{folder}: not a Cell Tracking Challenge ground truth (expected TRA/man_track.txt and "

@@ -9,7 +9,7 @@ Data (read where they lie, ``../shared/data``): ``dsb2018`` (DSB 2018 stage-1 su
 ``usiigaci`` (phase-contrast fields with whole-cell labels, split into regions); see ``real_data.py``.
 
 Run from the repository root: ``.venv/bin/python benchmarks/instance_heads.py [--epochs 5] [--seeds 0,1,2]
-[--only dsb2018,usiigaci] [--modes none,boundary,distance] [--work DIR] [--record NAME]`` (``--work`` keeps the
+[--only dsb2018,usiigaci] [--modes none,boundary,distance] [--tta N] [--work DIR] [--record NAME]`` (``--work`` keeps the
 training runs and reuses them: a change of decoding is re-scored without retraining; ``--record
 instance_heads_long`` keeps a longer run beside the default record)
 """
@@ -31,7 +31,8 @@ from real_data import segmentation_data
 MODES = ("none", "boundary", "distance")
 
 
-def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, root: Path) -> dict:
+def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, root: Path,
+                    tta: int | None = None) -> dict:
     run_dir, eval_dir = root / f"{name}_{mode}_{seed}_train", root / f"{name}_{mode}_{seed}_eval"
     if (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "summary.json").is_file():
         print(f"{name} {mode} seed {seed}: reusing the training run in {run_dir}", flush=True)  # --work kept it
@@ -40,7 +41,7 @@ def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, 
     summary = json.loads((run_dir / "summary.json").read_text())
     shutil.rmtree(eval_dir, ignore_errors=True)
     run([str(ROOT / "evaluate.py"), f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={eval_dir}",
-         "report=markdown"], cwd=root)
+         "report=markdown", *([f"segmentation.tta={tta}"] if tta else [])], cwd=root)
     return scores_of(name, mode, seed, summary, json.loads((eval_dir / "summary.json").read_text()))
 
 
@@ -60,6 +61,7 @@ def scores_of(name: str, mode: str, seed: int, summary: dict, evaluation: dict) 
               "n_pred": evaluation["objects_by_iou"]["0.5"]["tp"] + evaluation["objects_by_iou"]["0.5"]["fp"],
               "steps": summary["global_step"], "train_s": summary["duration_s"],
               "object_sizes": {k: evaluation["object_sizes"][k] for k in ("diameter", "min_size", "min_distance")},
+              "tta": evaluation["object_sizes"].get("tta", 1),  # flips/rotations each field's maps were averaged over
               # the split of touching objects tuned on the validation split (segmentation.tune)
               "split": {k: evaluation["object_sizes"]["split"].get(k) for k in ("key", "value", "f1", "default_f1")}}
     otsu = evaluation["metrics"].get("baseline_otsu")
@@ -79,17 +81,20 @@ def main() -> None:
     parser.add_argument("--only", default="dsb2018,usiigaci")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--work", default=None, help="keep the training runs here and reuse them (re-evaluating only)")
+    parser.add_argument("--tta", type=int, default=None,
+                        help="segmentation.tta of the evaluation (default: evaluate.py's); with --work, re-scores only")
     parser.add_argument("--record", default="instance_heads",
                         help="results/<record>.json (e.g. instance_heads_long for a longer run beside the default one)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    results: dict = {"epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch, "seeds": seeds, "sets": {}}
+    results: dict = {"epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch, "seeds": seeds,
+                     "tta": args.tta, "sets": {}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for name in args.only.split(","):
-            runs = {mode: [train_and_score(name, mode, seed, args.epochs, args.samples_per_epoch, work)
+            runs = {mode: [train_and_score(name, mode, seed, args.epochs, args.samples_per_epoch, work, args.tta)
                            for seed in seeds] for mode in args.modes.split(",")}
             table = {mode: {key: {**mean_sd(r[key] for r in rs), "values": [r[key] for r in rs]}
                             for key in ("pixel_iou", "object_f1_iou50", "mean_ap_50_95")}

@@ -145,7 +145,9 @@ def instance_heads(r: dict) -> list[str]:
              f"{r['samples_per_epoch']} crops per seed (seeds {r['seeds']}), scored by `evaluate.py` on the held-out "
              "images: object F1 at IoU 0.5 and mean AP over IoU 0.5:0.95 (DSB 2018 definition) pooled over the test "
              "images; mean ± sd over the seeds. Split: the setting that parts touching objects (`seed_threshold` with "
-             "a head, `min_distance` in pixels without), tuned on the validation split, per seed.", "",
+             "a head, `min_distance` in pixels without), tuned on the validation split, per seed."
+             + (f" Maps averaged over {r['tta']} flips/rotations (`segmentation.tta={r['tta']}`)." if r.get("tta") else "")
+             + (f" {r['note'][0].upper()}{r['note'][1:]}." if r.get("note") else ""), "",
              *table("data", "instances", "pixel IoU", "object F1 (IoU 0.5)", "mean AP 0.5:0.95", "split (tuned)")]
     for name, d in r["sets"].items():
         for mode, t in d["table"].items():
@@ -247,6 +249,7 @@ def main() -> None:
     for name, render in (("speed_training", training), ("speed_inference", inference), ("speed_video", video),
                          ("real_data", real_data), ("uncertainty_isl", uncertainty), ("quality_segmentation", quality_seg),
                          ("instance_heads", instance_heads), ("instance_heads_long", instance_heads),
+                         *((p.stem, instance_heads) for p in sorted(RESULTS.glob("instance_heads_long_*.json"))),
                          ("rbc_quality", rbc), ("export", exported),
                          ("mutation", mutation)):
         record = load(name)

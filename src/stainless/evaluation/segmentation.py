@@ -45,7 +45,7 @@ NOTES = (
 )
 
 
-def test_time_augmentation(cfg: DictConfig) -> int:
+def tta_views(cfg: DictConfig) -> int:
     """``segmentation.tta``: how many of the 8 flips/rotations each field's maps are averaged over (1: none)."""
     n = cfg.get("segmentation", {}).get("tta", 1)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 8:
@@ -57,7 +57,7 @@ def _maps(module, image: np.ndarray, tile: int, cfg: DictConfig, device) -> np.n
     """(C, H, W): foreground probability, then the instance head's map if the model has one; tiled, averaged over
     ``segmentation.tta`` flips/rotations."""
     x = torch.from_numpy(image).to(device)
-    views = test_time_augmentation(cfg)
+    views = tta_views(cfg)
     predict = symmetry_averaged(partial(vid.segmentation_maps, module), views)
     # each tile goes through the network once per view: fewer tiles per call keep the network's batch as set
     maps = predict_tiled(predict, x, tile, cfg.tile_overlap, max(1, cfg.batch_size // views), module.size_multiple)
@@ -165,7 +165,7 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     one): a number given wins; ``auto`` is tuned on the checkpoint's annotated validation split
     (``segmentation.tune``, see :func:`tune_split_setting`), else the default."""
     sizes = size_parameters(cfg.segmentation, module.hparams.get("object_scale"))
-    sizes["tta"] = test_time_augmentation(cfg)  # checked before tuning, which would take the error for unreadable data
+    sizes["tta"] = tta_views(cfg)  # checked before tuning, which would take the error for unreadable data
     seed = cfg.segmentation.get("seed_threshold", "auto")
     if seed != "auto" and (isinstance(seed, bool) or not isinstance(seed, (int, float)) or not 0 < seed < 1):
         raise ValueError(f"segmentation.seed_threshold={seed!r}: must be auto or a number between 0 and 1")
@@ -273,7 +273,7 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path, dev
     data_hp = checkpoint["datamodule_hyper_parameters"]
     videos = cfg.videos if not isinstance(cfg.videos, str) else {Path(cfg.videos).stem: cfg.videos}
     options = cfg.segmentation
-    if test_time_augmentation(cfg) > 1:  # frames are segmented once each, so the split is tuned on single views too
+    if tta_views(cfg) > 1:  # frames are segmented once each, so the split is tuned on single views too
         rank_zero_info(f"segmentation.tta={options.tta} applies to images; video frames are segmented without it")
         cfg = copy.deepcopy(cfg)
         with open_dict(cfg):

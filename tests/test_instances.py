@@ -88,43 +88,6 @@ def test_decoding_without_a_head_is_the_mask_watershed():
     assert (decode_instances(probability, "none", 0.5, 5, 3) == expected).all()
 
 
-@pytest.mark.parametrize("mode", ["distance", "boundary"])
-def test_patches_carry_the_instance_map_of_whole_objects(tmp_path, mode):
-    """A patch that cuts an object gets that object's map as drawn on the whole field (for a distance map, the hill
-    peaks at the object's own centre, not at the patch's edge), through augmentation too."""
-    from stainless.data.datasets import PairedImageDataset
-    from stainless.data.samples import paired_folder_samples
-
-    yy, xx = np.mgrid[:96, :96]
-    labels = np.zeros((96, 96), np.uint16)
-    labels[np.hypot(yy - 40, xx - 30) < 22] = 1  # cut by the patches' edges at 32 and 64
-    labels[np.hypot(yy - 60, xx - 70) < 15] = 2
-    labels[(np.hypot(yy - 60, xx - 48) < 9) & (labels == 0)] = 3  # touches objects 1 and 2
-    for kind, array in (("src", (labels > 0) * 1000 + 100), ("tgt", labels > 0), ("lab", labels)):
-        (tmp_path / kind).mkdir()
-        tifffile.imwrite(tmp_path / kind / "x.tif", array.astype(np.uint16))
-    samples = paired_folder_samples(tmp_path / "src", tmp_path / "tgt", tmp_path / "lab")
-    full = instance_target(labels, mode)
-    norm = {"mode": "range", "vmin": 0, "vmax": 2000}
-    tiles = PairedImageDataset(samples, norm, 32, train=False, target_type="mask", instance_maps=mode)
-    differs = 0
-    for item in tiles:
-        crop = (slice(item["top"], item["top"] + 32), slice(item["left"], item["left"] + 32))
-        np.testing.assert_allclose(item["instance_target"].numpy(), full[crop], atol=1e-6)
-        differs += not np.allclose(instance_target(labels[crop], mode), full[crop], atol=1e-3)
-    if mode == "distance":  # drawn on the patch alone, the cut hills of 7 of the 9 tiles would climb to its edge
-        assert differs >= 5
-    flipped = PairedImageDataset(samples, norm, 32, train=True, patches_per_image=8, target_type="mask",
-                                 instance_maps=mode, geometric=[{"_target_": "albumentations.HorizontalFlip", "p": 1.0}],
-                                 intensity=[])
-    for item in flipped:
-        crop = (slice(item["top"], item["top"] + 32), slice(item["left"], item["left"] + 32))
-        np.testing.assert_allclose(item["instance_target"].numpy(), full[crop][:, ::-1], atol=1e-6)
-        assert torch.equal(item["labels"] > 0, item["target"] > 0)
-    plain = PairedImageDataset(samples, norm, 32, train=False, target_type="mask")
-    assert "instance_target" not in plain[0]  # without a head, nothing extra is drawn
-
-
 def _cones(labels: np.ndarray, neck: float) -> np.ndarray:
     """A distance map of two touching objects: a cone on each centre, 1 there, that falls to ``neck`` half way."""
     centres = [np.argwhere(labels == i).mean(0) for i in (1, 2)]
@@ -244,9 +207,7 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     )
     train(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    saved = torch.load(ckpt, weights_only=False)
-    assert saved["hyper_parameters"]["instances"] == "boundary"
-    assert saved["datamodule_hyper_parameters"]["instance_maps"] == "boundary"  # patches drawn from whole objects
+    assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["instances"] == "boundary"
     used = decoded_with(monkeypatch)
     summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown"))
     out = Path(summary["output_dir"])

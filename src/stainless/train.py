@@ -102,8 +102,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     rank_zero_info(f"Run directory: {output_dir}" + (f" (config and full log: {log})" if log else ""))
     redact_files(output_dir / ".hydra")  # Hydra saved the config and the command line before we ran
 
-    instances = cfg.model.get("instances", "none") or "none"  # segmenters with an instance head: targets from whole objects
-    datamodule = build(cfg.data, **({"instance_maps": instances} if instances != "none" else {}))
+    datamodule = build(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)

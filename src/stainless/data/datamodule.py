@@ -89,8 +89,6 @@ class MicroscopyDataModule(L.LightningDataModule):
             file) or ``none`` (see :mod:`stainless.data.validate`).
         on_error: ``stop`` at the first bad sample (the default), or ``skip`` bad samples with a warning each.
         mask_classes: number of mask classes the model predicts (masks with other values are refused); None: binary.
-        instance_maps: the model's instance head (``model.instances``; set by ``train``): ``boundary`` or
-            ``distance`` patches carry its target drawn from the field's whole objects, not from the patch alone.
     """
 
     def __init__(
@@ -127,7 +125,6 @@ class MicroscopyDataModule(L.LightningDataModule):
         validation: str = "headers",
         on_error: str = "stop",
         mask_classes: int | None = None,
-        instance_maps: str = "none",
     ):
         super().__init__()
         # Plain values only (see stainless.utils.config.to_plain): checkpoints stay loadable with weights_only.
@@ -245,8 +242,7 @@ class MicroscopyDataModule(L.LightningDataModule):
         augmentation = hp.augmentation or {}
         common = dict(
             normalization=hp.normalization or {}, patch_size=hp.patch_size, target_type=hp.target_type,
-            cache=hp.cache, channel_axis=hp.channel_axis,
-            instance_maps=hp.get("instance_maps", "none") if hp.target_type == "mask" else "none", **self.load_options,
+            cache=hp.cache, channel_axis=hp.channel_axis, **self.load_options,
         )
         self.datasets["train"] = PairedImageDataset(
             self.samples["train"], train=True, patches_per_image=hp.patches_per_image,

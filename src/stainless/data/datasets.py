@@ -8,10 +8,8 @@ from typing import Any
 import albumentations as A
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 from torch.utils.data import Dataset
 
-from stainless.data.instances import check_mode, instance_target, objects_of
 from stainless.data.labelme import rasterize_labelme, read_labelme_image
 from stainless.data.samples import Sample
 from stainless.io import ImageReadError, normalize, read_image, read_images
@@ -162,8 +160,7 @@ class PairedImageDataset(Dataset):
     """Patches of paired images for training (random crops, augmented) or evaluation (a fixed grid).
 
     Items are dicts with ``source`` (float C,H,W), ``target`` (float C,H,W, or int64 H,W for masks), ``labels``
-    (int64 H,W, when the samples have instance labels), ``instance_target`` (float32 H,W, with ``instance_maps``),
-    ``index`` (the sample's position) and ``name``.
+    (int64 H,W, when the samples have instance labels), ``index`` (the sample's position) and ``name``.
 
     Args:
         samples: the fields of view.
@@ -181,8 +178,6 @@ class PairedImageDataset(Dataset):
         target_type: ``"image"`` or ``"mask"``.
         cache: keep decoded images in memory (per worker process).
         channel_axis: see :func:`stainless.io.read_image`.
-        instance_maps: masks only: ``boundary`` or ``distance`` adds the instance head's target of each patch, drawn
-            from the field's whole objects (see :meth:`instance_map`); ``none``: the model draws it from the patch.
         load_options: ``mask_mode`` and ``label_map`` of :func:`load_sample`.
     """
 
@@ -203,7 +198,6 @@ class PairedImageDataset(Dataset):
         foreground_fraction: float = 0.0,
         max_tiles: int | None = None,
         seed: int = 0,
-        instance_maps: str = "none",
         **load_options: Any,
     ):
         self.samples = list(samples)
@@ -217,16 +211,12 @@ class PairedImageDataset(Dataset):
         self.foreground_fraction = foreground_fraction
         self.seed = seed
         self._foreground: dict[int, np.ndarray] = {}
-        self.instance_maps = check_mode(instance_maps)
-        self._objects: dict[int, tuple[np.ndarray, int]] = {}
         self._areas: np.ndarray | None = None
         self.target_type = target_type
         self.cache = cache
         self.channel_axis = channel_axis
         self._cache: dict[int, LoadedSample] = {}
         targets = {"target": "image" if target_type == "image" else "mask", "labels": "mask"}
-        if self.instance_maps != "none":  # a map of values in [0, 1]: interpolated when a transform resamples
-            targets["instance_target"] = "image"
         self.geometric = A.Compose(build_transforms(geometric), additional_targets=targets) if train else None
         self.intensity = A.Compose(build_transforms(intensity)) if train else None
         self.index: list[tuple[int, int, int]] = []  # (sample, top, left)
@@ -327,11 +317,8 @@ class PairedImageDataset(Dataset):
         if loaded.target is not None:
             target = _pad_to(loaded.target[(..., *crop)], p, "reflect" if self.target_type == "image" else "constant")
         labels = _pad_to(loaded.labels[crop], p, "constant") if loaded.labels is not None else None
-        instance = None
-        if self.instance_maps != "none" and target is not None:
-            instance = _pad_to(self.instance_map(i, top, left), p, "constant")
         if self.train:
-            source, target, labels, instance = self._augment(seed, source, target, labels, instance)
+            source, target, labels = self._augment(seed, source, target, labels)
         item_dict: dict[str, Any] = {
             "source": torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)),
             "index": i,
@@ -344,48 +331,15 @@ class PairedImageDataset(Dataset):
             item_dict["target"] = torch.from_numpy(np.ascontiguousarray(target, dtype=dtype))
         if labels is not None:
             item_dict["labels"] = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
-        if instance is not None:
-            item_dict["instance_target"] = torch.from_numpy(np.ascontiguousarray(instance, dtype=np.float32))
         return item_dict
 
-    def instance_map(self, i: int, top: int, left: int) -> np.ndarray:
-        """The instance head's target (``instance_maps``) of the crop at (top, left) of field ``i``, drawn from
-        whole objects: an object the crop cuts keeps its own centre and rim, as in the full field.
-
-        Drawn on the crop alone, a cut object's distance hill climbs to the crop's edge instead: on Usiigaci
-        fields (cells 40-70 px) in 128 px crops, a quarter of the foreground pixels were off by more than 0.1.
-        The map is drawn on the crop widened by the largest object of the field, which holds every object the
-        crop touches, whole: exact, at the cost of a slightly larger window, and nothing field-sized is kept."""
-        objects, extent = self._field_objects(i)
-        p = self.patch_size
-        height, width = objects.shape
-        y0, x0 = max(0, top - extent), max(0, left - extent)
-        window = objects[y0:min(height, top + p + extent), x0:min(width, left + p + extent)]
-        drawn = instance_target(window, self.instance_maps)
-        return drawn[top - y0:top - y0 + p, left - x0:left - x0 + p]
-
-    def _field_objects(self, i: int) -> tuple[np.ndarray, int]:
-        """The annotated objects of field ``i`` (its instance labels, else the connected components of its mask)
-        and the side of the largest one's bounding box plus one pixel (for the rim)."""
-        if i in self._objects:
-            return self._objects[i]
-        loaded = self.load(i)
-        objects = objects_of(loaded.labels, loaded.target)
-        boxes = [b for b in ndi.find_objects(objects) if b is not None]
-        extent = max((max(s.stop - s.start for s in b) for b in boxes), default=0) + 1
-        if self.cache:  # the labels of a cached field; the components of a mask cost a labelling each time otherwise
-            self._objects[i] = (objects, extent)
-        return objects, extent
-
-    def _augment(self, seed: int, source, target, labels, instance=None):
+    def _augment(self, seed: int, source, target, labels):
         """Same geometric transform on all arrays, intensity transforms on the input only (HWC for albumentations)."""
         data = {"image": np.moveaxis(source, 0, -1)}
         if target is not None:
             data["target"] = np.moveaxis(target, 0, -1) if self.target_type == "image" else target.astype(np.int32)
         if labels is not None:
             data["labels"] = labels.astype(np.int32)
-        if instance is not None:
-            data["instance_target"] = instance.astype(np.float32)[..., None]
         self.geometric.set_random_seed(seed)
         out = self.geometric(**data)
         self.intensity.set_random_seed(seed + 1)
@@ -396,6 +350,4 @@ class PairedImageDataset(Dataset):
             target = np.moveaxis(t.reshape(*t.shape[:2], -1), -1, 0) if self.target_type == "image" else t
         if labels is not None:
             labels = out["labels"]
-        if instance is not None:
-            instance = out["instance_target"].reshape(out["instance_target"].shape[:2])
-        return source, target, labels, instance
+        return source, target, labels

@@ -249,7 +249,8 @@ def main() -> None:
     for name, render in (("speed_training", training), ("speed_inference", inference), ("speed_video", video),
                          ("real_data", real_data), ("uncertainty_isl", uncertainty), ("quality_segmentation", quality_seg),
                          ("instance_heads", instance_heads), ("instance_heads_long", instance_heads),
-                         *((p.stem, instance_heads) for p in sorted(RESULTS.glob("instance_heads_long_*.json"))),
+                         *((p.stem, instance_heads) for p in sorted(RESULTS.glob("instance_heads_*.json"))
+                           if p.stem != "instance_heads_long"),
                          ("rbc_quality", rbc), ("export", exported),
                          ("mutation", mutation)):
         record = load(name)

@@ -231,18 +231,18 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     assert used and set(used) == {0.35}
     with pytest.raises(ValueError, match=r"segmentation.seed_threshold=1.5: must be auto or a number between 0 and 1"):
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.seed_threshold=1.5", run="bad_seed"))
-    # test-time augmentation: the maps written are the average over the 8 flips/rotations, not the single view
-    tta = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.tta=8", run="tta"))
-    assert tta["object_sizes"]["tta"] == 8 and summary["object_sizes"]["tta"] == 1
+    # test-time augmentation (the default): the maps written are the average over the 8 flips/rotations
+    single_view = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.tta=1", run="single_view"))
+    assert summary["object_sizes"]["tta"] == 8 and single_view["object_sizes"]["tta"] == 1
     name = sorted((out / "predictions").glob("*_probability.tif"))[0].name
-    single, averaged = (tifffile.imread(Path(s["output_dir"]) / "predictions" / name) for s in (summary, tta))
+    single, averaged = (tifffile.imread(Path(s["output_dir"]) / "predictions" / name) for s in (single_view, summary))
     assert single.shape == averaged.shape and np.abs(single - averaged).max() > 1e-4
     for given, read in (("0", "0"), ("9", "9"), ("2.5", "2.5"), ("true", "True")):
         with pytest.raises(ValueError, match=rf"segmentation.tta={read}: must be a whole number"):
             evaluate(cfg_eval(f"ckpt_path={ckpt}", f"segmentation.tta={given}", run=f"bad_tta_{given}"))
     videos = Path(cfg.paths.data_dir) / "synthetic_rbc" / "videos"
     vsum = evaluate(cfg_eval(f"ckpt_path={ckpt}", f"videos={{A:{videos / 'UREA.tif'}}}", "frame_interval=2.0",
-                             "segmentation.overlay_video=false", "segmentation.tta=8", run="video"))
+                             "segmentation.overlay_video=false", run="video"))
     assert vsum["object_sizes"]["tta"] == 1  # frames are segmented once each: the split is tuned on single views
     assert (Path(vsum["output_dir"]) / "cells.csv").is_file()
     assert vsum["object_sizes"]["seed_threshold"] == 0.3  # the video is split with the tuned setting too

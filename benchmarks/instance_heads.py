@@ -9,9 +9,10 @@ Data (read where they lie, ``../shared/data``): ``dsb2018`` (DSB 2018 stage-1 su
 ``usiigaci`` (phase-contrast fields with whole-cell labels, split into regions); see ``real_data.py``.
 
 Run from the repository root: ``.venv/bin/python benchmarks/instance_heads.py [--epochs 5] [--seeds 0,1,2]
-[--only dsb2018,usiigaci] [--modes none,boundary,distance] [--tta N] [--work DIR] [--record NAME]`` (``--work`` keeps the
-training runs and reuses them: a change of decoding is re-scored without retraining; ``--record
-instance_heads_long`` keeps a longer run beside the default record)
+[--only dsb2018,usiigaci] [--modes none,boundary,distance] [--tta N] [--set KEY=VALUE ...] [--work DIR] [--record NAME]``
+(``--work`` keeps the training runs and reuses them: a change of decoding is re-scored without retraining; ``--record
+instance_heads_long`` keeps a longer run beside the default record; ``--set`` adds training overrides, e.g.
+``--set data.patch_size=256``, recorded with the results)
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ MODES = ("none", "boundary", "distance")
 
 
 def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, root: Path,
-                    tta: int | None = None) -> dict:
+                    tta: int | None = None, overrides: tuple[str, ...] = ()) -> dict:
     run_dir, eval_dir = root / f"{name}_{mode}_{seed}_train", root / f"{name}_{mode}_{seed}_eval"
     if (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "summary.json").is_file():
         print(f"{name} {mode} seed {seed}: reusing the training run in {run_dir}", flush=True)  # --work kept it
     else:
-        train(name, mode, seed, epochs, samples, run_dir, root)
+        train(name, mode, seed, epochs, samples, run_dir, root, overrides)
     summary = json.loads((run_dir / "summary.json").read_text())
     shutil.rmtree(eval_dir, ignore_errors=True)
     run([str(ROOT / "evaluate.py"), f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={eval_dir}",
@@ -45,12 +46,13 @@ def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, 
     return scores_of(name, mode, seed, summary, json.loads((eval_dir / "summary.json").read_text()))
 
 
-def train(name: str, mode: str, seed: int, epochs: int, samples: int, run_dir: Path, root: Path) -> None:
+def train(name: str, mode: str, seed: int, epochs: int, samples: int, run_dir: Path, root: Path,
+          overrides: tuple[str, ...] = ()) -> None:
     run([str(ROOT / "train.py"), "experiment=rbc_segmentation", "data=masks", "data.mask_mode=instances",
          *segmentation_data(name), f"model.instances={mode}", f"seed={seed}", f"trainer.max_epochs={epochs}",
          f"data.samples_per_epoch={samples}", "test=false", "callbacks.early_stopping=null",
-         "callbacks.progress_bar.refresh_rate=0", "print_config=false", "logger=csv", f"hydra.run.dir={run_dir}"],
-        cwd=root)
+         "callbacks.progress_bar.refresh_rate=0", "print_config=false", "logger=csv", *overrides,
+         f"hydra.run.dir={run_dir}"], cwd=root)
 
 
 def scores_of(name: str, mode: str, seed: int, summary: dict, evaluation: dict) -> dict:
@@ -83,18 +85,21 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="keep the training runs here and reuse them (re-evaluating only)")
     parser.add_argument("--tta", type=int, default=None,
                         help="segmentation.tta of the evaluation (default: evaluate.py's); with --work, re-scores only")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training override added to every run (repeatable), e.g. data.patch_size=256")
     parser.add_argument("--record", default="instance_heads",
                         help="results/<record>.json (e.g. instance_heads_long for a longer run beside the default one)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict = {"epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch, "seeds": seeds,
-                     "tta": args.tta, "sets": {}}
+                     "tta": args.tta, "train_overrides": args.set, "sets": {}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for name in args.only.split(","):
-            runs = {mode: [train_and_score(name, mode, seed, args.epochs, args.samples_per_epoch, work, args.tta)
+            runs = {mode: [train_and_score(name, mode, seed, args.epochs, args.samples_per_epoch, work, args.tta,
+                                           tuple(args.set))
                            for seed in seeds] for mode in args.modes.split(",")}
             table = {mode: {key: {**mean_sd(r[key] for r in rs), "values": [r[key] for r in rs]}
                             for key in ("pixel_iou", "object_f1_iou50", "mean_ap_50_95")}

@@ -10,9 +10,10 @@ Data (read where they lie, ``../shared/data``): ``dsb2018`` (DSB 2018 stage-1 su
 
 Run from the repository root: ``.venv/bin/python benchmarks/instance_heads.py [--epochs 5] [--seeds 0,1,2]
 [--only dsb2018,usiigaci] [--modes none,boundary,distance] [--tta N] [--set KEY=VALUE ...] [--work DIR] [--record NAME]``
-(``--work`` keeps the training runs and reuses them: a change of decoding is re-scored without retraining; ``--record
-instance_heads_long`` keeps a longer run beside the default record; ``--set`` adds training overrides, e.g.
-``--set data.patch_size=256``, recorded with the results)
+(``--work`` keeps the training runs and reuses those trained with the same ``--epochs``, ``--samples-per-epoch`` and
+``--set``: a change of decoding is re-scored without retraining; ``--record instance_heads_long`` keeps a longer run
+beside the default record; ``--set`` adds training overrides, e.g. ``--set data.patch_size=256``, recorded with the
+results)
 """
 
 from __future__ import annotations
@@ -35,10 +36,18 @@ MODES = ("none", "boundary", "distance")
 def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, root: Path,
                     tta: int | None = None, overrides: tuple[str, ...] = ()) -> dict:
     run_dir, eval_dir = root / f"{name}_{mode}_{seed}_train", root / f"{name}_{mode}_{seed}_eval"
-    if (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "summary.json").is_file():
+    # what the run is trained with, kept beside it: a run kept by --work is reused only for the same training
+    settings = {"epochs": epochs, "samples_per_epoch": samples, "train_overrides": list(overrides)}
+    kept = run_dir / "benchmark_settings.json"
+    if ((run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "summary.json").is_file()
+            and kept.is_file() and json.loads(kept.read_text()) == settings):
         print(f"{name} {mode} seed {seed}: reusing the training run in {run_dir}", flush=True)  # --work kept it
     else:
+        if run_dir.exists():  # trained otherwise (or unfinished): retrain rather than score it under these settings
+            print(f"{name} {mode} seed {seed}: {run_dir} was not trained with {settings}; training again", flush=True)
+            shutil.rmtree(run_dir)
         train(name, mode, seed, epochs, samples, run_dir, root, overrides)
+        kept.write_text(json.dumps(settings))
     summary = json.loads((run_dir / "summary.json").read_text())
     shutil.rmtree(eval_dir, ignore_errors=True)
     run([str(ROOT / "evaluate.py"), f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={eval_dir}",

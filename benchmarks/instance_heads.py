@@ -9,11 +9,12 @@ Data (read where they lie, ``../shared/data``): ``dsb2018`` (DSB 2018 stage-1 su
 ``usiigaci`` (phase-contrast fields with whole-cell labels, split into regions); see ``real_data.py``.
 
 Run from the repository root: ``.venv/bin/python benchmarks/instance_heads.py [--epochs 5] [--seeds 0,1,2]
-[--only dsb2018,usiigaci] [--modes none,boundary,distance] [--tta N] [--set KEY=VALUE ...] [--work DIR] [--record NAME]``
+[--only dsb2018,usiigaci] [--modes none,boundary,distance] [--tta N] [--set KEY=VALUE ...] [--eval-set KEY=VALUE ...]
+[--work DIR] [--record NAME]``
 (``--work`` keeps the training runs and reuses those trained with the same ``--epochs``, ``--samples-per-epoch`` and
 ``--set``: a change of decoding is re-scored without retraining; ``--record instance_heads_long`` keeps a longer run
-beside the default record; ``--set`` adds training overrides, e.g. ``--set data.patch_size=256``, recorded with the
-results)
+beside the default record; ``--set`` adds training overrides, e.g. ``--set data.patch_size=256``, and ``--eval-set``
+evaluation overrides, e.g. ``--eval-set segmentation.seeds=hmaxima``, both recorded with the results)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ MODES = ("none", "boundary", "distance")
 
 
 def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, root: Path,
-                    tta: int | None = None, overrides: tuple[str, ...] = ()) -> dict:
+                    tta: int | None = None, overrides: tuple[str, ...] = (), eval_overrides: tuple[str, ...] = ()) -> dict:
     run_dir, eval_dir = root / f"{name}_{mode}_{seed}_train", root / f"{name}_{mode}_{seed}_eval"
     # what the run is trained with, kept beside it: a run kept by --work is reused only for the same training
     settings = {"epochs": epochs, "samples_per_epoch": samples, "train_overrides": list(overrides)}
@@ -51,7 +52,7 @@ def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, 
     summary = json.loads((run_dir / "summary.json").read_text())
     shutil.rmtree(eval_dir, ignore_errors=True)
     run([str(ROOT / "evaluate.py"), f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={eval_dir}",
-         "report=markdown", *([f"segmentation.tta={tta}"] if tta else [])], cwd=root)
+         "report=markdown", *([f"segmentation.tta={tta}"] if tta else []), *eval_overrides], cwd=root)
     return scores_of(name, mode, seed, summary, json.loads((eval_dir / "summary.json").read_text()))
 
 
@@ -74,7 +75,8 @@ def scores_of(name: str, mode: str, seed: int, summary: dict, evaluation: dict) 
               "object_sizes": {k: evaluation["object_sizes"][k] for k in ("diameter", "min_size", "min_distance")},
               "tta": evaluation["object_sizes"].get("tta", 1),  # flips/rotations each field's maps were averaged over
               # the split of touching objects tuned on the validation split (segmentation.tune)
-              "split": {k: evaluation["object_sizes"]["split"].get(k) for k in ("key", "value", "f1", "default_f1")}}
+              "split": {k: evaluation["object_sizes"]["split"].get(k) for k in ("key", "value", "f1", "default_f1")},
+              "seeds": evaluation["object_sizes"].get("seeds", "threshold")}  # the seed rule of an instance head
     otsu = evaluation["metrics"].get("baseline_otsu")
     if otsu:
         scores["baseline_otsu"] = {"pixel_iou": otsu["iou"]["mean"], "object_f1_mean_over_images": otsu["object_f1"]["mean"]}
@@ -96,19 +98,22 @@ def main() -> None:
                         help="segmentation.tta of the evaluation (default: evaluate.py's); with --work, re-scores only")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training override added to every run (repeatable), e.g. data.patch_size=256")
+    parser.add_argument("--eval-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an evaluate.py override (repeatable), e.g. segmentation.seeds=hmaxima; with --work, "
+                             "re-scores only")
     parser.add_argument("--record", default="instance_heads",
                         help="results/<record>.json (e.g. instance_heads_long for a longer run beside the default one)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict = {"epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch, "seeds": seeds,
-                     "tta": args.tta, "train_overrides": args.set, "sets": {}}
+                     "tta": args.tta, "train_overrides": args.set, "eval_overrides": args.eval_set, "sets": {}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for name in args.only.split(","):
             runs = {mode: [train_and_score(name, mode, seed, args.epochs, args.samples_per_epoch, work, args.tta,
-                                           tuple(args.set))
+                                           tuple(args.set), tuple(args.eval_set))
                            for seed in seeds] for mode in args.modes.split(",")}
             table = {mode: {key: {**mean_sd(r[key] for r in rs), "values": [r[key] for r in rs]}
                             for key in ("pixel_iou", "object_f1_iou50", "mean_ap_50_95")}

@@ -147,6 +147,7 @@ def instance_heads(r: dict) -> list[str]:
              "images; mean ± sd over the seeds. Split: the setting that parts touching objects (`seed_threshold` with "
              "a head, `min_distance` in pixels without), tuned on the validation split, per seed."
              + (f" Trained with {', '.join(f'`{o}`' for o in r['train_overrides'])}." if r.get("train_overrides") else "")
+             + (f" Evaluated with {', '.join(f'`{o}`' for o in r['eval_overrides'])}." if r.get("eval_overrides") else "")
              + (f" Maps averaged over {r['tta']} flips/rotations (`segmentation.tta={r['tta']}`)." if r.get("tta") else "")
              + (f" {r['note'][0].upper()}{r['note'][1:]}." if r.get("note") else ""), "",
              *table("data", "instances", "pixel IoU", "object F1 (IoU 0.5)", "mean AP 0.5:0.95", "split (tuned)")]

@@ -15,7 +15,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stainless.data.instances import instance_target
-from stainless.metrics.objects import SEED_THRESHOLDS, decode_instances, instances_from_mask, match_objects, tune_split
+from stainless.metrics.objects import (
+    SEED_DEPTHS,
+    SEED_THRESHOLDS,
+    decode_instances,
+    instances_from_mask,
+    match_objects,
+    tune_split,
+)
 from stainless.models.segmentation_module import SegmentationModule
 
 
@@ -116,6 +123,27 @@ def test_tuning_picks_the_seed_threshold_that_parts_the_annotated_objects():
     assert tuned["scores"][0.6] == pytest.approx(2 * 3 / (2 * 3 + 1))  # 3 of the 4 objects found
 
 
+def test_hmaxima_seeds_part_cells_whose_map_stays_high_at_the_contact():
+    labels = _touching_pair()
+    mask = (labels > 0).astype(np.float32)
+    high = np.stack([mask, _cones(labels, neck=0.75)])  # peaks 1, saddle 0.75: a level of 0.5 sees one core
+    assert decode_instances(high, "distance", 0.5, 5, seed_threshold=0.5).max() == 1
+    two = decode_instances(high, "distance", 0.5, 5, seed_threshold=0.2, seeds="hmaxima")
+    assert match_objects(labels, two, (0.5,))["by_threshold"][0.5]["tp"] == 2  # each peak stands 0.25 above the saddle
+    assert decode_instances(high, "distance", 0.5, 5, seed_threshold=0.3, seeds="hmaxima").max() == 1  # not 0.3
+    # relative to the peak, not a level: the same pair with its map scaled to peak at 0.4 still parts at depth 0.08
+    assert decode_instances(high * [[[1]], [[0.4]]], "distance", 0.5, 5, seed_threshold=0.08, seeds="hmaxima").max() == 2
+    # a boundary map: troughs 0 inside each cell, 0.3 along their contact
+    rims = np.stack([mask, 1 - _cones(labels, neck=0.7)])
+    assert decode_instances(rims, "boundary", 0.5, 5, seed_threshold=0.2, seeds="hmaxima").max() == 2
+    assert decode_instances(rims, "boundary", 0.5, 5, seed_threshold=0.5).max() == 1
+    with pytest.raises(ValueError, match=r"segmentation.seeds='peaks': use threshold or hmaxima"):
+        decode_instances(high, "distance", 0.5, 5, seeds="peaks")
+    # tuning searches depths with this rule: 0.2 parts the pair, 0.3 and deeper do not
+    tuned = tune_split([(high, labels)], "distance", 0.5, 5, SEED_DEPTHS, default=0.2, seeds="hmaxima")
+    assert tuned["value"] == 0.2 and tuned["f1"] == 1.0 and tuned["scores"][0.3] == pytest.approx(2 / 3)
+
+
 def test_tuning_without_a_head_picks_the_split_distance():
     labels = _touching_pair(gap=14.0)  # centres 14 px apart: a split distance of 14 or more keeps them together
     maps = (labels > 0).astype(np.float32)[None]
@@ -179,21 +207,28 @@ def test_an_instance_head_learns_to_part_touching_disks(mode):
     assert sum(f["by_threshold"][0.5]["tp"] for f in found) >= 6, [f["n_pred"] for f in found]  # of 8 disks
 
 
-@pytest.mark.slow  # trains: left out of `make mutate`, run by `make test`
-def decoded_with(monkeypatch) -> list[float]:
-    """The seed thresholds the evaluation decodes its images with, recorded call by call."""
+def decoded_with(monkeypatch) -> tuple[list[float], list[tuple[str, float]]]:
+    """The seed thresholds the evaluation decodes its images with, and the (seed rule, threshold) of each video
+    frame, recorded call by call."""
     from stainless.evaluation import segmentation
+    from stainless.video import pipeline
 
-    used, decode = [], segmentation.decode_instances
+    used, frames, decode = [], [], segmentation.decode_instances
 
-    def spy(maps, mode, threshold, min_size, min_distance, seed_threshold):
+    def spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds):
         used.append(seed_threshold)
-        return decode(maps, mode, threshold, min_size, min_distance, seed_threshold)
+        return decode(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds)
+
+    def frame_spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds):
+        frames.append((seeds, seed_threshold))
+        return decode(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds)
 
     monkeypatch.setattr(segmentation, "decode_instances", spy)
-    return used
+    monkeypatch.setattr(pipeline, "decode_instances", frame_spy)
+    return used, frames
 
 
+@pytest.mark.slow  # trains: left out of `make mutate`, run by `make test`
 def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_eval, tmp_path, monkeypatch):
     from stainless.evaluate import evaluate
     from stainless.export import export
@@ -208,7 +243,7 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     train(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["instances"] == "boundary"
-    used = decoded_with(monkeypatch)
+    used, frames = decoded_with(monkeypatch)
     summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown"))
     out = Path(summary["output_dir"])
     assert summary["instances"] == "boundary"
@@ -231,6 +266,8 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     assert used and set(used) == {0.35}
     with pytest.raises(ValueError, match=r"segmentation.seed_threshold=1.5: must be auto or a number between 0 and 1"):
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.seed_threshold=1.5", run="bad_seed"))
+    with pytest.raises(ValueError, match=r"segmentation.seeds='peaks': use threshold or hmaxima"):
+        evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.seeds=peaks", run="bad_seeds"))
     # test-time augmentation (the default): the maps written are the average over the 8 flips/rotations
     single_view = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.tta=1", run="single_view"))
     assert summary["object_sizes"]["tta"] == 8 and single_view["object_sizes"]["tta"] == 1
@@ -242,10 +279,13 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
             evaluate(cfg_eval(f"ckpt_path={ckpt}", f"segmentation.tta={given}", run=f"bad_tta_{given}"))
     videos = Path(cfg.paths.data_dir) / "synthetic_rbc" / "videos"
     vsum = evaluate(cfg_eval(f"ckpt_path={ckpt}", f"videos={{A:{videos / 'UREA.tif'}}}", "frame_interval=2.0",
-                             "segmentation.overlay_video=false", run="video"))
+                             "segmentation.overlay_video=false", "segmentation.seeds=hmaxima", run="video"))
     assert vsum["object_sizes"]["tta"] == 1  # frames are segmented once each: the split is tuned on single views
     assert (Path(vsum["output_dir"]) / "cells.csv").is_file()
-    assert vsum["object_sizes"]["seed_threshold"] == 0.3  # the video is split with the tuned setting too
+    # the video is split with the tuned setting too, and with the seed rule asked for (a depth from SEED_DEPTHS)
+    assert vsum["object_sizes"]["seed_threshold"] == 0.3 and vsum["object_sizes"]["seeds"] == "hmaxima"
+    assert vsum["object_sizes"]["split"]["scores"].keys() == {str(d) for d in SEED_DEPTHS}
+    assert len(frames) == 4 and set(frames) == {("hmaxima", 0.3)}
     package = tmp_path / "boundary.zip"
     cfg_export = run_config_factory("export", tmp_path, "export")
     result = export(cfg_export(f"ckpt_path={ckpt}", "format=bioimageio", f"output={package}"))

@@ -25,8 +25,11 @@ from stainless.inference.uncertainty import symmetry_averaged
 from stainless.io import ImageReadError, agreed_pixel_size, check_pixel_size, pixel_size_of, write_tiff
 from stainless.metrics.objects import (
     IOU_THRESHOLDS,
+    SEED_DEPTHS,
+    SEED_RULES,
     SEED_THRESHOLDS,
     SPLIT_FRACTIONS,
+    check_seeds,
     decode_instances,
     instances_from_mask,
     match_objects,
@@ -96,7 +99,7 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         prob = maps[0]
         pred = prob > threshold
         pred_instances = decode_instances(maps, instances, threshold, sizes["min_size"], sizes["min_distance"],
-                                          sizes["seed_threshold"])
+                                          sizes["seed_threshold"], sizes["seeds"])
         size = pixel_size_of(sample.source, cfg.pixel_size)
         write_tiff(out_dir / "predictions" / f"{sample.name}_probability.tif", prob.astype(np.float32), size)
         if len(maps) > 1:
@@ -161,15 +164,16 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
 def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=None) -> dict[str, Any]:
     """The post-processing settings of this evaluation, printed with where they came from: the sizes
     (``min_size``, ``min_distance``, ``max_distance``) from ``segmentation.*`` or the object scale recorded in the
-    checkpoint, and the split of touching objects (``seed_threshold`` for an instance head, ``min_distance`` without
-    one): a number given wins; ``auto`` is tuned on the checkpoint's annotated validation split
+    checkpoint, and the split of touching objects (``seed_threshold`` for an instance head, a level or with
+    ``segmentation.seeds=hmaxima`` a depth; ``min_distance`` without one): a number given wins; ``auto`` is tuned on the checkpoint's annotated validation split
     (``segmentation.tune``, see :func:`tune_split_setting`), else the default."""
     sizes = size_parameters(cfg.segmentation, module.hparams.get("object_scale"))
     sizes["tta"] = tta_views(cfg)  # checked before tuning, which would take the error for unreadable data
     seed = cfg.segmentation.get("seed_threshold", "auto")
     if seed != "auto" and (isinstance(seed, bool) or not isinstance(seed, (int, float)) or not 0 < seed < 1):
         raise ValueError(f"segmentation.seed_threshold={seed!r}: must be auto or a number between 0 and 1")
-    sizes["seed_threshold"] = 0.5 if seed == "auto" else float(seed)
+    sizes["seeds"] = check_seeds(cfg.segmentation.get("seeds", "threshold"))
+    sizes["seed_threshold"] = SEED_RULES[sizes["seeds"]] if seed == "auto" else float(seed)
     mode = vid.instance_mode(module)
     key = "min_distance" if mode == "none" else "seed_threshold"
     given = cfg.segmentation.get(key, "auto") not in (None, "auto")
@@ -182,7 +186,8 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     diameter = f"diameter {sizes['diameter']:.1f} px" if sizes["diameter"] else "no diameter"
     rank_zero_info(f"Object scale: {diameter} from {sizes['source']}; smallest object {sizes['min_size']} px, "
                    f"touching objects split {sizes['min_distance']} px apart, tracking radius {sizes['max_distance']} px")
-    rank_zero_info(f"Splitting touching objects: {key} {sizes[key]:g} ({sizes['split']['source']})"
+    rule = f" (seeds: {sizes['seeds']})" if mode != "none" else ""
+    rank_zero_info(f"Splitting touching objects: {key} {sizes[key]:g}{rule} ({sizes['split']['source']})"
                    + (f"; maps averaged over {sizes['tta']} flips/rotations" if sizes["tta"] > 1 else ""))
     return sizes
 
@@ -198,7 +203,7 @@ def tune_split_setting(cfg: DictConfig, module, data_hp: dict, sizes: dict, mode
         scale = sizes["diameter"] or default / 0.3
         candidates = sorted({max(2, int(round(f * scale))) for f in SPLIT_FRACTIONS})
     else:
-        candidates = list(SEED_THRESHOLDS)
+        candidates = list(SEED_DEPTHS if sizes["seeds"] == "hmaxima" else SEED_THRESHOLDS)
     try:
         datamodule = MicroscopyDataModule(**data_hp)
         datamodule.prepare_data()
@@ -216,7 +221,7 @@ def tune_split_setting(cfg: DictConfig, module, data_hp: dict, sizes: dict, mode
     n_objects = sum(len(np.unique(truth)) - 1 for _, truth in fields)
     if not n_objects:
         return {"key": key, "value": default, "source": "default: no annotated objects in the validation split"}
-    tuned = tune_split(fields, mode, module.hparams.threshold, sizes["min_size"], candidates, default)
+    tuned = tune_split(fields, mode, module.hparams.threshold, sizes["min_size"], candidates, default, sizes["seeds"])
     tuned["source"] = (f"tuned on the validation split, {len(fields)} field(s) with {n_objects} objects: object F1 "
                        f"{tuned['f1']:.3f} against {tuned['default_f1']:.3f} at the default {default:g}")
     if cfg.get("stage") == "val" and not cfg.get("input") and not cfg.get("videos"):
@@ -290,7 +295,7 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path, dev
             pixel_size, module.hparams.threshold, sizes["min_size"], sizes["min_distance"],
             sizes["max_distance"], options.max_gap, options.min_track_fraction, cfg.batch_size,
             options.get("overlay_video", True), options.get("area_weight", 0.0), options.get("splitting", False),
-            sizes["seed_threshold"],
+            sizes["seed_threshold"], sizes["seeds"],
         )
         rows += r
         fits += f

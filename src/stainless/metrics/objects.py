@@ -9,7 +9,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 from skimage.feature import peak_local_max
-from skimage.morphology import remove_small_objects
+from skimage.morphology import h_maxima, h_minima, remove_small_objects
 from skimage.segmentation import watershed
 
 IOU_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
@@ -127,15 +127,18 @@ def _label_the_rest(labels: np.ndarray, components: np.ndarray, unseeded: np.nda
 
 
 def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.5, min_size: int = 20,
-                     min_distance: int = 5, seed_threshold: float = 0.5) -> np.ndarray:
+                     min_distance: int = 5, seed_threshold: float = 0.5, seeds: str = "threshold") -> np.ndarray:
     """Instance labels from a segmenter's maps: ``maps[0]`` the foreground probability, ``maps[1]`` the learned
     instance map of ``mode`` (``boundary`` probability or normalised ``distance``; see ``stainless.data.instances``).
 
     ``none``: the thresholded mask split by :func:`instances_from_mask`. ``boundary``: seeds are the connected parts
     of the foreground where the boundary probability is below ``seed_threshold``; ``distance``: where the distance
-    map is above it. A seed smaller than ``min_size`` pixels is dropped: a noisy map breaks object cores into specks,
-    and a speck cannot be the core of an object (measured on DSB 2018: keeping the specks gave 13 predicted objects
-    per true one). Seeds grow by a watershed over the boundary map (or the inverted distance) within the mask; parts
+    map is above it. With ``seeds="hmaxima"`` a seed is instead a peak of the distance map (a trough of the boundary
+    map) standing at least ``seed_threshold`` above (below) the saddle to any higher peak (``h_maxima``): relative
+    to the peak, not to one level, so two cells whose learned map never dips below a level at their contact still
+    get a seed each, and a cell whose map peaks low keeps its own. A seed of a level smaller than ``min_size`` pixels
+    is dropped: a noisy map breaks object cores into specks, and a speck cannot be the core of an object (measured on
+    DSB 2018: keeping the specks gave 13 predicted objects per true one); an h-maximum is filtered by its depth. Seeds grow by a watershed over the boundary map (or the inverted distance) within the mask; parts
     of the mask without a seed keep their own label; parts of the mask under ``min_size`` pixels are dropped.
     """
     maps = np.asarray(maps)
@@ -143,15 +146,20 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
         return instances_from_mask((maps if maps.ndim == 2 else maps[0]) > threshold, min_size, min_distance)
     if mode not in ("boundary", "distance"):
         raise ValueError(f"instances={mode!r}: use none, boundary or distance")
+    check_seeds(seeds)
     mask = maps[0] > threshold
     if min_size > 1:
         mask = remove_small_objects(mask, max_size=min_size - 1)
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
     landscape = maps[1] if mode == "boundary" else -maps[1]
-    core = mask & ((maps[1] < seed_threshold) if mode == "boundary" else (maps[1] > seed_threshold))
-    seeds, _ = ndi.label(core)
-    if min_size > 1:
+    if seeds == "hmaxima":  # outside the mask the map counts as background, so a peak must rise h above it too
+        core = mask & (h_minima(np.where(mask, maps[1], 1.0), seed_threshold) if mode == "boundary"
+                       else h_maxima(np.where(mask, maps[1], 0.0), seed_threshold)).astype(bool)
+    else:
+        core = mask & ((maps[1] < seed_threshold) if mode == "boundary" else (maps[1] > seed_threshold))
+    rule, seeds = seeds, ndi.label(core)[0]
+    if min_size > 1 and rule == "threshold":  # an h-maximum is a peak's tip, a few pixels: its depth is its filter
         seeds[(np.bincount(seeds.ravel()) < min_size)[seeds]] = 0
     # the unseeded parts are at least min_size: the mask was filtered
     labels, components = watershed(landscape, seeds, mask=mask), ndi.label(mask)[0]
@@ -159,15 +167,24 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     return _label_the_rest(labels, components, unseeded[unseeded > 0])
 
 
+def check_seeds(seeds: str) -> str:
+    """The seed rule of an instance head's decoding: ``threshold`` (a level) or ``hmaxima`` (a depth)."""
+    if seeds not in SEED_RULES:
+        raise ValueError(f"segmentation.seeds={seeds!r}: use threshold or hmaxima")
+    return seeds
+
+
 # Candidates of the split setting tuned on annotated validation fields (:func:`tune_split`).
 SEED_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # instance heads: seeds where the map passes this
+SEED_DEPTHS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)  # seeds=hmaxima: peaks standing this far above their saddles
+SEED_RULES = {"threshold": 0.5, "hmaxima": 0.2}  # seed rule -> its default seed_threshold (a level, or a depth)
 # No head: closest centres split apart, in diameters. Not beyond 0.7: on Usiigaci (30 validation cells) 1 and 1.5
 # won on validation and lost on the test regions (object F1 0.549 against 0.644 up to 0.7; BENCHMARKS.md)
 SPLIT_FRACTIONS = (0.15, 0.2, 0.3, 0.4, 0.5, 0.7)
 
 
 def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, threshold: float, min_size: int,
-               candidates: Sequence[float], default: float) -> dict:
+               candidates: Sequence[float], default: float, seeds: str = "threshold") -> dict:
     """The split setting that parts annotated objects best, as StarDist tunes its thresholds on validation images:
     each candidate decodes every field, and the one with the highest object F1 at IoU 0.5 (true positives, false
     positives and misses pooled over the fields) wins; a tie goes to the candidate nearest ``default``.
@@ -179,6 +196,7 @@ def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, thres
         threshold, min_size: the foreground threshold and the smallest object, as in evaluation.
         candidates: ``seed_threshold`` values for an instance head, ``min_distance`` values (pixels) for ``none``.
         default: the value used without tuning (for the tie rule and the comparison).
+        seeds: the seed rule of an instance head (see :func:`decode_instances`).
 
     Returns:
         ``{"key", "value", "f1" (of the value), "default", "default_f1", "scores": {candidate: f1}}``.
@@ -190,7 +208,7 @@ def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, thres
         # the candidate is one of the two split settings; the other is unused by this mode's decoding
         min_distance, seed_threshold = (int(value), 0.5) if key == "min_distance" else (5, float(value))
         for maps, truth in fields:
-            labels = decode_instances(maps, mode, threshold, min_size, min_distance, seed_threshold)
+            labels = decode_instances(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds)
             counts = match_objects(truth, labels, (0.5,))["by_threshold"][0.5]
             tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
         scores[value] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0

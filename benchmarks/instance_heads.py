@@ -34,8 +34,8 @@ from real_data import segmentation_data
 MODES = ("none", "boundary", "distance")
 
 
-def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, root: Path,
-                    tta: int | None = None, overrides: tuple[str, ...] = (), eval_overrides: tuple[str, ...] = ()) -> dict:
+def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, root: Path, tta: int | None = None,
+                    overrides: tuple[str, ...] = (), eval_overrides: tuple[str, ...] = ()) -> dict:
     run_dir, eval_dir = root / f"{name}_{mode}_{seed}_train", root / f"{name}_{mode}_{seed}_eval"
     # what the run is trained with, kept beside it: a run kept by --work is reused only for the same training
     settings = {"epochs": epochs, "samples_per_epoch": samples, "train_overrides": list(overrides)}

@@ -132,7 +132,8 @@ def test_hmaxima_seeds_part_cells_whose_map_stays_high_at_the_contact():
     assert match_objects(labels, two, (0.5,))["by_threshold"][0.5]["tp"] == 2  # each peak stands 0.25 above the saddle
     assert decode_instances(high, "distance", 0.5, 5, seed_threshold=0.3, seeds="hmaxima").max() == 1  # not 0.3
     # relative to the peak, not a level: the same pair with its map scaled to peak at 0.4 still parts at depth 0.08
-    assert decode_instances(high * [[[1]], [[0.4]]], "distance", 0.5, 5, seed_threshold=0.08, seeds="hmaxima").max() == 2
+    low_peaks = high * [[[1]], [[0.4]]]
+    assert decode_instances(low_peaks, "distance", 0.5, 5, seed_threshold=0.08, seeds="hmaxima").max() == 2
     # a boundary map: troughs 0 inside each cell, 0.3 along their contact
     rims = np.stack([mask, 1 - _cones(labels, neck=0.7)])
     assert decode_instances(rims, "boundary", 0.5, 5, seed_threshold=0.2, seeds="hmaxima").max() == 2

@@ -165,8 +165,9 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     """The post-processing settings of this evaluation, printed with where they came from: the sizes
     (``min_size``, ``min_distance``, ``max_distance``) from ``segmentation.*`` or the object scale recorded in the
     checkpoint, and the split of touching objects (``seed_threshold`` for an instance head, a level or with
-    ``segmentation.seeds=hmaxima`` a depth; ``min_distance`` without one): a number given wins; ``auto`` is tuned on the checkpoint's annotated validation split
-    (``segmentation.tune``, see :func:`tune_split_setting`), else the default."""
+    ``segmentation.seeds=hmaxima`` a depth; ``min_distance`` without one): a number given wins; ``auto`` is tuned on
+    the checkpoint's annotated validation split (``segmentation.tune``, see :func:`tune_split_setting`), else the
+    default."""
     sizes = size_parameters(cfg.segmentation, module.hparams.get("object_scale"))
     sizes["tta"] = tta_views(cfg)  # checked before tuning, which would take the error for unreadable data
     seed = cfg.segmentation.get("seed_threshold", "auto")

@@ -138,8 +138,9 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     to the peak, not to one level, so two cells whose learned map never dips below a level at their contact still
     get a seed each, and a cell whose map peaks low keeps its own. A seed of a level smaller than ``min_size`` pixels
     is dropped: a noisy map breaks object cores into specks, and a speck cannot be the core of an object (measured on
-    DSB 2018: keeping the specks gave 13 predicted objects per true one); an h-maximum is filtered by its depth. Seeds grow by a watershed over the boundary map (or the inverted distance) within the mask; parts
-    of the mask without a seed keep their own label; parts of the mask under ``min_size`` pixels are dropped.
+    DSB 2018: keeping the specks gave 13 predicted objects per true one); an h-maximum is filtered by its depth.
+    Seeds grow by a watershed over the boundary map (or the inverted distance) within the mask; parts of the mask
+    without a seed keep their own label; parts of the mask under ``min_size`` pixels are dropped.
     """
     maps = np.asarray(maps)
     if mode == "none" or maps.ndim == 2 or maps.shape[0] < 2:

@@ -140,17 +140,21 @@ def instance_heads(r: dict) -> list[str]:
     title = ("## Instance heads on real cells (`instance_heads.py`)" if r["benchmark"] == "instance_heads" else
              f"## Instance heads, {r['epochs']} epochs (`instance_heads.py --record {r['benchmark']}`)")
     modes = " / ".join(dict.fromkeys(mode for d in r["sets"].values() for mode in d["table"]))
+    # a split setting given on the command line is used as it is, not tuned
+    given = any(o.startswith(("segmentation.seed_threshold=", "segmentation.min_distance=", "segmentation.tune=false"))
+                for o in r.get("eval_overrides", []))
     lines = [title, "", header(r), "",
              f"`model.instances` {modes}, each trained {r['epochs']} epochs of "
              f"{r['samples_per_epoch']} crops per seed (seeds {r['seeds']}), scored by `evaluate.py` on the held-out "
              "images: object F1 at IoU 0.5 and mean AP over IoU 0.5:0.95 (DSB 2018 definition) pooled over the test "
              "images; mean ± sd over the seeds. Split: the setting that parts touching objects (`seed_threshold` with "
-             "a head, `min_distance` in pixels without), tuned on the validation split, per seed."
+             "a head, `min_distance` in pixels without), "
+             + ("as given." if given else "tuned on the validation split, per seed.")
              + (f" Trained with {', '.join(f'`{o}`' for o in r['train_overrides'])}." if r.get("train_overrides") else "")
              + (f" Evaluated with {', '.join(f'`{o}`' for o in r['eval_overrides'])}." if r.get("eval_overrides") else "")
              + (f" Maps averaged over {r['tta']} flips/rotations (`segmentation.tta={r['tta']}`)." if r.get("tta") else "")
              + (f" {r['note'][0].upper()}{r['note'][1:]}." if r.get("note") else ""), "",
-             *table("data", "instances", "pixel IoU", "object F1 (IoU 0.5)", "mean AP 0.5:0.95", "split (tuned)")]
+             *table("data", "instances", "pixel IoU", "object F1 (IoU 0.5)", "mean AP 0.5:0.95", "split" if given else "split (tuned)")]
     for name, d in r["sets"].items():
         for mode, t in d["table"].items():
             best = "**" if mode == d["best_by_mean_ap"] else ""

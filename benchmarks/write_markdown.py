@@ -154,7 +154,8 @@ def instance_heads(r: dict) -> list[str]:
              + (f" Evaluated with {', '.join(f'`{o}`' for o in r['eval_overrides'])}." if r.get("eval_overrides") else "")
              + (f" Maps averaged over {r['tta']} flips/rotations (`segmentation.tta={r['tta']}`)." if r.get("tta") else "")
              + (f" {r['note'][0].upper()}{r['note'][1:]}." if r.get("note") else ""), "",
-             *table("data", "instances", "pixel IoU", "object F1 (IoU 0.5)", "mean AP 0.5:0.95", "split" if given else "split (tuned)")]
+             *table("data", "instances", "pixel IoU", "object F1 (IoU 0.5)", "mean AP 0.5:0.95",
+                    "split" if given else "split (tuned)")]
     for name, d in r["sets"].items():
         for mode, t in d["table"].items():
             best = "**" if mode == d["best_by_mean_ap"] else ""

@@ -25,9 +25,7 @@ from stainless.inference.uncertainty import symmetry_averaged
 from stainless.io import ImageReadError, agreed_pixel_size, check_pixel_size, pixel_size_of, write_tiff
 from stainless.metrics.objects import (
     IOU_THRESHOLDS,
-    SEED_DEPTHS,
     SEED_RULES,
-    SEED_THRESHOLDS,
     SPLIT_FRACTIONS,
     check_seeds,
     decode_instances,
@@ -174,7 +172,7 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     if seed != "auto" and (isinstance(seed, bool) or not isinstance(seed, (int, float)) or not 0 < seed < 1):
         raise ValueError(f"segmentation.seed_threshold={seed!r}: must be auto or a number between 0 and 1")
     sizes["seeds"] = check_seeds(cfg.segmentation.get("seeds", "threshold"))
-    sizes["seed_threshold"] = SEED_RULES[sizes["seeds"]] if seed == "auto" else float(seed)
+    sizes["seed_threshold"] = SEED_RULES[sizes["seeds"]][0] if seed == "auto" else float(seed)
     mode = vid.instance_mode(module)
     key = "min_distance" if mode == "none" else "seed_threshold"
     given = cfg.segmentation.get(key, "auto") not in (None, "auto")
@@ -204,7 +202,7 @@ def tune_split_setting(cfg: DictConfig, module, data_hp: dict, sizes: dict, mode
         scale = sizes["diameter"] or default / 0.3
         candidates = sorted({max(2, int(round(f * scale))) for f in SPLIT_FRACTIONS})
     else:
-        candidates = list(SEED_DEPTHS if sizes["seeds"] == "hmaxima" else SEED_THRESHOLDS)
+        candidates = list(SEED_RULES[sizes["seeds"]][1])
     try:
         datamodule = MicroscopyDataModule(**data_hp)
         datamodule.prepare_data()

@@ -159,11 +159,11 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
                        else h_maxima(np.where(mask, maps[1], 0.0), seed_threshold)).astype(bool)
     else:
         core = mask & ((maps[1] < seed_threshold) if mode == "boundary" else (maps[1] > seed_threshold))
-    rule, seeds = seeds, ndi.label(core)[0]
-    if min_size > 1 and rule == "threshold":  # an h-maximum is a peak's tip, a few pixels: its depth is its filter
-        seeds[(np.bincount(seeds.ravel()) < min_size)[seeds]] = 0
+    markers = ndi.label(core)[0]
+    if min_size > 1 and seeds == "threshold":  # an h-maximum is a peak's tip, a few pixels: its depth is its filter
+        markers[(np.bincount(markers.ravel()) < min_size)[markers]] = 0
     # the unseeded parts are at least min_size: the mask was filtered
-    labels, components = watershed(landscape, seeds, mask=mask), ndi.label(mask)[0]
+    labels, components = watershed(landscape, markers, mask=mask), ndi.label(mask)[0]
     unseeded = np.unique(components[(labels == 0) & mask])
     return _label_the_rest(labels, components, unseeded[unseeded > 0])
 
@@ -178,7 +178,8 @@ def check_seeds(seeds: str) -> str:
 # Candidates of the split setting tuned on annotated validation fields (:func:`tune_split`).
 SEED_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # instance heads: seeds where the map passes this
 SEED_DEPTHS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)  # seeds=hmaxima: peaks standing this far above their saddles
-SEED_RULES = {"threshold": 0.5, "hmaxima": 0.2}  # seed rule -> its default seed_threshold (a level, or a depth)
+# seed rule -> (its default seed_threshold, the candidates tuning tries): a level, or a depth
+SEED_RULES = {"threshold": (0.5, SEED_THRESHOLDS), "hmaxima": (0.2, SEED_DEPTHS)}
 # No head: closest centres split apart, in diameters. Not beyond 0.7: on Usiigaci (30 validation cells) 1 and 1.5
 # won on validation and lost on the test regions (object F1 0.549 against 0.644 up to 0.7; BENCHMARKS.md)
 SPLIT_FRACTIONS = (0.15, 0.2, 0.3, 0.4, 0.5, 0.7)

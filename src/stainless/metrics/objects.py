@@ -177,7 +177,9 @@ def check_seeds(seeds: str) -> str:
 
 # Candidates of the split setting tuned on annotated validation fields (:func:`tune_split`).
 SEED_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # instance heads: seeds where the map passes this
-SEED_DEPTHS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)  # seeds=hmaxima: peaks standing this far above their saddles
+# seeds=hmaxima: peaks standing this far above their saddles (in peak heights: the distance map peaks at 1 in each
+# object). Below 0.05 since DSB 2018 (nuclei 10-20 px) chose 0.05, then the smallest, on all three seeds
+SEED_DEPTHS = (0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
 # seed rule -> (its default seed_threshold, the candidates tuning tries): a level, or a depth
 SEED_RULES = {"threshold": (0.5, SEED_THRESHOLDS), "hmaxima": (0.2, SEED_DEPTHS)}
 # No head: closest centres split apart, in diameters. Not beyond 0.7: on Usiigaci (30 validation cells) 1 and 1.5

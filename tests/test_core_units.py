@@ -14,6 +14,7 @@ from stainless.metrics.objects import (
     instances_from_mask,
     iou_matrix,
     match_objects,
+    object_errors,
     mean_average_precision,
     size_parameters,
 )
@@ -270,6 +271,28 @@ def test_iou_matrix_and_matching_counts():
     empty = match_objects(np.zeros((3, 3), int), np.zeros((3, 3), int), thresholds=(0.5,))
     assert empty["by_threshold"][0.5] == {"tp": 0, "fp": 0, "fn": 0, "precision": 1.0, "recall": 1.0, "f1": 1.0}
     assert iou_matrix(true, np.zeros_like(pred))[0].shape == (2, 0)
+
+
+def test_each_unmatched_object_gets_its_cause():
+    true = np.zeros((40, 60), np.int64)
+    true[0:10, 0:10], true[0:10, 10:20], true[0:10, 20:30] = 1, 2, 3  # three touching cells...
+    pred = np.zeros_like(true)
+    pred[0:10, 0:30] = 1  # ...merged into one prediction: IoU 1/3 with each
+    true[15:24, 0:9] = 4
+    pred[15:24, 0:3], pred[15:24, 3:6], pred[15:24, 6:9] = 2, 3, 4  # cut in thirds
+    true[15:25, 20:30] = 5  # not predicted at all
+    true[30:40, 0:10] = 6
+    pred[30:35, 0:5] = 5  # a quarter of it: found, IoU 0.25
+    true[30:40, 20:30], pred[30:40, 20:30] = 7, 6  # right
+    pred[30:36, 50:56] = 7  # on background
+    pred[15:20, 40:45] = 8  # a fifth of it on true cell 8, which it covers a sixth of: background, not found
+    true[15:20, 44:50] = 8
+    true[0:4, 40:44], pred[0:8, 40:48] = 9, 9  # all of it under a prediction four times its size: outlined poorly
+    matched = match_objects(true, pred)
+    assert object_errors(true, pred, matched) == {
+        "missed_merged": 3, "missed_split": 1, "missed_not_found": 2, "missed_outlined_poorly": 2,
+        "spurious_background": 3, "spurious_on_cells": 5}  # the merge, the three thirds, the quarter
+    assert object_errors(true, true, match_objects(true, true)) == dict.fromkeys(object_errors(true, pred, matched), 0)
 
 
 # -- shrink fits -----------------------------------------------------------------------------------------------------
@@ -552,3 +575,20 @@ def structural_similarity_of(pred, target) -> float:
     return float(np.mean([structural_similarity(t.numpy(), p.numpy(), data_range=1.0, gaussian_weights=True, sigma=1.5,
                                                 use_sample_covariance=False, win_size=11)
                           for p, t in zip(pred, target)]))
+
+
+def test_the_report_names_the_setting_for_the_dominant_error():
+    from stainless.evaluation.segmentation import errors_section
+
+    def lines(instances="distance", seeds="threshold", merged=3, background=1):
+        errors = {"missed_merged": merged, "missed_split": 1, "missed_not_found": 1, "missed_outlined_poorly": 1,
+                  "spurious_background": background, "spurious_on_cells": 2}
+        return errors_section({"object_errors": errors, "object_sizes": {"seeds": seeds}, "instances": instances,
+                               "threshold": 0.5})[1]
+
+    assert lines()[0].startswith("At IoU 0.5, 6 true cells were missed: 3 merged with a neighbour")
+    assert "segmentation.seeds=hmaxima" in lines()[1] and len(lines()) == 2
+    assert "model.instances=distance" in lines(instances="none")[1]
+    assert "smaller segmentation.seed_threshold" in lines(seeds="hmaxima")[1]
+    assert len(lines(merged=2)) == 1  # merges are 2 of 5 misses: no advice
+    assert "background" in lines(merged=0, background=2)[1]

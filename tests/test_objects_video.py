@@ -1,5 +1,6 @@
 """Object matching, instance splitting, tracking, curve fits, video reading, segmentation evaluation."""
 
+import csv
 from pathlib import Path
 
 import imageio.v2 as iio2
@@ -154,6 +155,13 @@ def test_segmentation_evaluate_and_video_round_trip(cfg_train, cfg_eval, tmp_pat
     assert set(summary["iou_by_threshold"]) >= {"0.3", "0.5", "0.7"}
     assert (out / "metrics.csv").read_text().startswith("image,method,iou,dice,precision,recall,object_f1")
     assert list((out / "overlays").glob("*.png")) and (out / "report.md").is_file()
+    # every cell unmatched at IoU 0.5 is given one cause, summed over the model's images only (not the baselines')
+    errors, at50 = summary["object_errors"], summary["objects_by_iou"]["0.5"]
+    assert sum(v for k, v in errors.items() if k.startswith("missed_")) == at50["fn"]
+    assert sum(v for k, v in errors.items() if k.startswith("spurious_")) == at50["fp"]
+    rows = [r for r in csv.DictReader((out / "metrics.csv").open()) if r["method"] == "model"]
+    assert {k: sum(int(r[k]) for r in rows) for k in errors} == errors
+    assert f"{at50['fn']} true cells were missed: {errors['missed_merged']} merged" in (out / "report.md").read_text()
     videos = Path(cfg.paths.data_dir) / "synthetic_rbc" / "videos"
     vsum = evaluate(cfg_eval(f"ckpt_path={ckpt}", f"videos={{A:{videos / 'UREA.tif'}}}", "frame_interval=2.0",
                              "pixel_size=0.5", run="video"))

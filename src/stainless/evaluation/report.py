@@ -168,7 +168,8 @@ def verdict_section(judged: dict[str, Any]) -> tuple[str, list[str]]:
                                        "(± sd in the table) is not conclusive."]
 
 
-def print_outcome(judged: dict[str, Any], out_dir: Path, report: Path | None) -> None:
-    """The console's summary of an evaluation: the score table, the verdict, and where the files are."""
-    rank_zero_info("\n".join(["", *judged["table"], judged["line"]]))
+def print_outcome(judged: dict[str, Any], out_dir: Path, report: Path | None, notes: tuple[str, ...] = ()) -> None:
+    """The console's summary of an evaluation: the score table, the verdict, ``notes`` (lines explaining the
+    scores), and where the files are."""
+    rank_zero_info("\n".join(["", *judged["table"], judged["line"], *notes]))
     rank_zero_info(f"Evaluation written to {out_dir}" + (f" (report: {report.name})" if report else ""))

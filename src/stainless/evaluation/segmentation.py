@@ -25,13 +25,16 @@ from stainless.inference.uncertainty import symmetry_averaged
 from stainless.io import ImageReadError, agreed_pixel_size, check_pixel_size, pixel_size_of, write_tiff
 from stainless.metrics.objects import (
     IOU_THRESHOLDS,
+    MISSED_KINDS,
     SEED_RULES,
+    SPURIOUS_KINDS,
     SPLIT_FRACTIONS,
     check_seeds,
     decode_instances,
     instances_from_mask,
     match_objects,
     mean_average_precision,
+    object_errors,
     size_parameters,
     tune_split,
 )
@@ -152,6 +155,9 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
                      "split into cells like the model's mask" if cfg.baselines else "none",
         "objects_by_iou": objects,
         "mean_ap_50_95": mean_average_precision(objects_total),
+        # why the model's cells are unmatched at IoU 0.5, summed over the images (per image: metrics.csv)
+        "object_errors": {key: sum(r[key] for r in rows if r["method"] == "model" and key in r)
+                          for key in [f"missed_{k}" for k in MISSED_KINDS] + [f"spurious_{k}" for k in SPURIOUS_KINDS]},
         "object_sizes": sizes,
         "instances": instances,
         "iou_by_threshold": {str(t): (i / u if u else None) for t, (i, u) in sweep.items()},
@@ -252,7 +258,36 @@ def score_masks(pred: np.ndarray, pred_instances: np.ndarray, truth: np.ndarray,
         "object_f1": at50["f1"], "object_precision": at50["precision"], "object_recall": at50["recall"],
         "n_true": matched["n_true"], "n_pred": matched["n_pred"],
         "missed": len(matched["missed"]), "spurious": len(matched["spurious"]),
+        **object_errors(true_instances, pred_instances, matched),
     }, matched
+
+
+def errors_section(summary: dict[str, Any]) -> tuple[str, list[str]]:
+    """The report's account of why cells are missed or invented (``summary["object_errors"]``), with the setting
+    to try when merges or background dominate."""
+    errors, sizes = summary["object_errors"], summary["object_sizes"]
+    missed = {k: errors[f"missed_{k}"] for k in MISSED_KINDS}
+    spurious = {k: errors[f"spurious_{k}"] for k in SPURIOUS_KINDS}
+    lines = [f"At IoU 0.5, {sum(missed.values())} true cells were missed: {missed['merged']} merged with a neighbour "
+             f"into one prediction, {missed['split']} split into pieces, {missed['not_found']} not found, "
+             f"{missed['outlined_poorly']} found but outlined poorly (IoU below 0.5). {sum(spurious.values())} "
+             f"predicted cells match no true cell: {spurious['background']} mostly on background, "
+             f"{spurious['on_cells']} on cells (pieces of split cells, merges, outlines off their cell)."]
+    if missed["merged"] and missed["merged"] * 2 >= sum(missed.values()):
+        if summary["instances"] == "none":
+            lines.append("Most misses are merges: a model with an instance head (model.instances=distance) learns "
+                         "to part touching cells.")
+        elif sizes.get("seeds", "threshold") == "threshold":
+            lines.append("Most misses are merges: segmentation.seeds=hmaxima seeds each peak of the learned map, "
+                         "also where it stays high between touching cells (BENCHMARKS.md, instance heads).")
+        else:
+            lines.append("Most misses are merges: a smaller segmentation.seed_threshold (the depth a peak needs) "
+                         "parts more cells.")
+    if spurious["background"] and spurious["background"] * 2 >= sum(spurious.values()):
+        lines.append(f"Most false cells lie on background: the model's foreground threshold ({summary['threshold']}) "
+                     f"lets texture through; a longer training or more annotated background helps more than a "
+                     f"higher threshold, which also erodes true cells (iou_by_threshold in summary.json).")
+    return "Why cells are missed or invented", lines
 
 
 def baseline_masks(image: np.ndarray) -> dict[str, np.ndarray]:
@@ -386,6 +421,7 @@ def conditions_pixel_size(given: float | None, videos: dict[str, str]) -> tuple[
 def evaluate_segmenter(cfg: DictConfig, module, checkpoint: dict, out_dir: Path, device, started: float) -> dict[str, Any]:
     """Score a segmentation checkpoint on images (``input=`` or its split) or analyse ``videos=``; writes
     ``summary.json`` and a report (images)."""
+    errors = None  # the report's account of unmatched cells, when there are true cells to match
     if cfg.videos:
         save_config(cfg, out_dir / "config_resolved.yaml")
         summary = analyse_videos(cfg, module, checkpoint, out_dir, device)
@@ -398,12 +434,14 @@ def evaluate_segmenter(cfg: DictConfig, module, checkpoint: dict, out_dir: Path,
         summary["input"] = str(cfg.input) if cfg.input else f"{cfg.stage} split of the checkpoint's data"
         judged = verdict(summary["metrics"])
         summary["verdict"] = {k: judged[k] for k in ("line", "losses", "beats_all")}
-        report = report_segmentation(out_dir, summary, cfg, [verdict_section(judged)])
+        if "object_f1" in summary["metrics"].get("model", {}):
+            errors = errors_section(summary)
+        report = report_segmentation(out_dir, summary, cfg, [verdict_section(judged)] + ([errors] if errors else []))
     summary.update(checkpoint=str(Path(cfg.ckpt_path).resolve()), output_dir=str(out_dir),
                    duration_s=round(time.time() - started, 1))
     write_json(out_dir / "summary.json", summary)
     if report is not None:
-        print_outcome(judged, out_dir, report)
+        print_outcome(judged, out_dir, report, tuple(errors[1]) if errors else ())
     else:
         rank_zero_info(f"Evaluation written to {out_dir}")
     return summary

@@ -221,21 +221,64 @@ def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, thres
             "scores": scores}
 
 
-def iou_matrix(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """IoU between every true and predicted instance: (matrix T x P, true ids, predicted ids)."""
-    true_ids = np.unique(true[true > 0])
-    pred_ids = np.unique(pred[pred > 0])
-    if not len(true_ids) or not len(pred_ids):
-        return np.zeros((len(true_ids), len(pred_ids))), true_ids, pred_ids
-    t_index = np.searchsorted(true_ids, true.ravel())
-    p_index = np.searchsorted(pred_ids, pred.ravel())
-    both = (true.ravel() > 0) & (pred.ravel() > 0)
+def overlaps(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels shared by every true and predicted instance: (intersection T x P, true ids, predicted ids, true areas,
+    predicted areas)."""
+    true, pred = true.ravel(), pred.ravel()
+    true_ids, pred_ids = np.unique(true[true > 0]), np.unique(pred[pred > 0])
+    t_index, p_index = np.searchsorted(true_ids, true), np.searchsorted(pred_ids, pred)
+    t_area = np.bincount(t_index[true > 0], minlength=len(true_ids))
+    p_area = np.bincount(p_index[pred > 0], minlength=len(pred_ids))
+    both = (true > 0) & (pred > 0)
     intersection = np.zeros((len(true_ids), len(pred_ids)))
     np.add.at(intersection, (t_index[both], p_index[both]), 1)
-    t_area = np.bincount(t_index[true.ravel() > 0], minlength=len(true_ids))
-    p_area = np.bincount(p_index[pred.ravel() > 0], minlength=len(pred_ids))
+    return intersection, true_ids, pred_ids, t_area, p_area
+
+
+def iou_matrix(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IoU between every true and predicted instance: (matrix T x P, true ids, predicted ids)."""
+    intersection, true_ids, pred_ids, t_area, p_area = overlaps(true, pred)
     union = t_area[:, None] + p_area[None, :] - intersection
     return intersection / np.maximum(union, 1), true_ids, pred_ids
+
+
+MISSED_KINDS = ("merged", "split", "not_found", "outlined_poorly")
+SPURIOUS_KINDS = ("background", "on_cells")
+
+
+def object_errors(true: np.ndarray, pred: np.ndarray, matched: dict) -> dict[str, int]:
+    """Why each object unmatched at IoU 0.5 (``matched``: :func:`match_objects` of the same labels) is unmatched.
+
+    Written here: scoring tools count misses and false objects, not their causes. A missed true cell is, in this
+    order: ``merged`` when a prediction covering at least half of it covers at least half of another true cell
+    too; ``split`` when two or more predictions cover a fifth of it each; ``not_found`` when predictions cover
+    less than a fifth of it in all; else ``outlined_poorly`` (found, but no prediction reaches IoU 0.5). A false
+    object is ``background`` when at least half of its pixels are background, else ``on_cells`` (a piece of a
+    split cell, a merge that matches no cell, an outline off its cell).
+
+    Returns:
+        ``{"missed_<kind>": n, ..., "spurious_<kind>": n, ...}``, every kind present (0 when none).
+    """
+    intersection, true_ids, pred_ids, t_area, p_area = overlaps(true, pred)
+    cover = intersection / np.maximum(t_area, 1)[:, None]  # share of each true cell under each prediction
+    row, column = {int(i): r for r, i in enumerate(true_ids)}, {int(i): c for c, i in enumerate(pred_ids)}
+    counts = {f"missed_{k}": 0 for k in MISSED_KINDS} | {f"spurious_{k}": 0 for k in SPURIOUS_KINDS}
+    for true_id in matched["missed"]:
+        r = row[true_id]
+        covering = np.flatnonzero(cover[r] >= 0.5)
+        if any((np.delete(cover[:, c], r) >= 0.5).any() for c in covering):
+            kind = "merged"
+        elif (cover[r] >= 0.2).sum() >= 2:
+            kind = "split"
+        elif cover[r].sum() < 0.2:
+            kind = "not_found"
+        else:
+            kind = "outlined_poorly"
+        counts[f"missed_{kind}"] += 1
+    for pred_id in matched["spurious"]:
+        c = column[pred_id]
+        counts["spurious_background" if intersection[:, c].sum() * 2 <= p_area[c] else "spurious_on_cells"] += 1
+    return counts
 
 
 def match_objects(true: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = IOU_THRESHOLDS) -> dict:

@@ -76,13 +76,16 @@ def scores_of(name: str, mode: str, seed: int, summary: dict, evaluation: dict) 
               "tta": evaluation["object_sizes"].get("tta", 1),  # flips/rotations each field's maps were averaged over
               # the split of touching objects tuned on the validation split (segmentation.tune)
               "split": {k: evaluation["object_sizes"]["split"].get(k) for k in ("key", "value", "f1", "default_f1")},
-              "seeds": evaluation["object_sizes"].get("seeds", "threshold")}  # the seed rule of an instance head
+              "seeds": evaluation["object_sizes"].get("seeds", "threshold"),  # the seed rule of an instance head
+              "object_errors": evaluation.get("object_errors")}  # why cells are unmatched at IoU 0.5 (test images)
     otsu = evaluation["metrics"].get("baseline_otsu")
     if otsu:
         scores["baseline_otsu"] = {"pixel_iou": otsu["iou"]["mean"], "object_f1_mean_over_images": otsu["object_f1"]["mean"]}
     print(f"{name} {mode} seed {seed}: IoU {scores['pixel_iou']:.3f} F1 {scores['object_f1_iou50']:.3f} "
           f"AP {scores['mean_ap_50_95']:.3f} ({scores['n_pred']} predicted / {scores['n_true']} true; "
-          f"{scores['split']['key']} {scores['split']['value']})", flush=True)
+          f"{scores['split']['key']} {scores['split']['value']})"
+          + (" unmatched: " + ", ".join(f"{k} {v}" for k, v in scores["object_errors"].items() if v)
+             if scores["object_errors"] else ""), flush=True)
     return scores
 
 

@@ -166,6 +166,13 @@ def instance_heads(r: dict) -> list[str]:
             for name, d in r["sets"].items() if (o := d["runs"].get("none", [{}])[0].get("baseline_otsu"))]
     if otsu:
         lines += ["", "Otsu's threshold of the input, split like the `none` model's mask: " + "; ".join(otsu) + "."]
+    # why cells are unmatched at IoU 0.5 (evaluation's object_errors), seed by seed; older records lack it
+    errors = [f"{name} {mode}: " + ", ".join(f"{key.replace('_', ' ')} {' / '.join(str(e[key]) for e in kept)}"
+                                            for key in kept[0])
+              for name, d in r["sets"].items() for mode, runs in d["runs"].items()
+              if (kept := [run["object_errors"] for run in runs if run.get("object_errors")])]
+    if errors:
+        lines += ["", "Why test cells are unmatched at IoU 0.5 (seed by seed): " + "; ".join(errors) + "."]
     return lines + [""]
 
 

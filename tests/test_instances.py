@@ -145,6 +145,28 @@ def test_hmaxima_seeds_part_cells_whose_map_stays_high_at_the_contact():
     assert tuned["value"] == 0.2 and tuned["f1"] == 1.0 and tuned["scores"][0.3] == pytest.approx(2 / 3)
 
 
+def test_foreground_without_a_cell_core_is_kept_or_dropped():
+    labels = _touching_pair()
+    maps = np.stack([(labels > 0).astype(np.float32), _cones(labels, neck=0.3)])
+    maps[0, -8:, -8:] = 1.0  # texture: foreground whose distance map stays at 0.15, below any seed level or depth
+    maps[1, -8:, -8:] = 0.15
+    for seeds, level in (("threshold", 0.5), ("hmaxima", 0.2)):
+        kept = decode_instances(maps, "distance", 0.5, 5, seed_threshold=level, seeds=seeds)
+        dropped = decode_instances(maps, "distance", 0.5, 5, seed_threshold=level, seeds=seeds, unseeded="drop")
+        assert kept.max() == 3 and (kept[-8:, -8:] == 3).all(), seeds
+        assert dropped.max() == 2 and not dropped[-8:, -8:].any(), seeds
+        assert match_objects(labels, dropped, (0.5,))["by_threshold"][0.5]["f1"] == 1.0
+    tuned = tune_split([(maps, labels)], "distance", 0.5, 5, SEED_THRESHOLDS, 0.5, unseeded="drop")
+    assert tuned["f1"] == 1.0 and tuned["default_f1"] == 1.0  # tuning decodes with the rule too: no false object
+    with pytest.raises(ValueError, match=r"segmentation.unseeded='remove': use keep or drop"):
+        decode_instances(maps, "distance", 0.5, 5, unseeded="remove")
+    # seeds dropped as specks leave no gap in the numbering: labels are 1..n
+    specks = maps.copy()
+    specks[1, 16, 12] = 0.9  # the first foreground pixel in raster order, far below its cell's core: seed 1, a speck
+    split = decode_instances(specks, "distance", 0.5, 5, seed_threshold=0.5)
+    assert set(np.unique(split)) == set(range(split.max() + 1))
+
+
 def test_tuning_without_a_head_picks_the_split_distance():
     labels = _touching_pair(gap=14.0)  # centres 14 px apart: a split distance of 14 or more keeps them together
     maps = (labels > 0).astype(np.float32)[None]
@@ -209,20 +231,20 @@ def test_an_instance_head_learns_to_part_touching_disks(mode):
 
 
 def decoded_with(monkeypatch) -> tuple[list[float], list[tuple[str, float]]]:
-    """The seed thresholds the evaluation decodes its images with, and the (seed rule, threshold) of each video
-    frame, recorded call by call."""
+    """The seed thresholds the evaluation decodes its images with, and the (seed rule, threshold, unseeded rule) of
+    each video frame, recorded call by call."""
     from stainless.evaluation import segmentation
     from stainless.video import pipeline
 
     used, frames, decode = [], [], segmentation.decode_instances
 
-    def spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds):
+    def spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded):
         used.append(seed_threshold)
-        return decode(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds)
+        return decode(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded)
 
-    def frame_spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds):
-        frames.append((seeds, seed_threshold))
-        return decode(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds)
+    def frame_spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded):
+        frames.append((seeds, seed_threshold, unseeded))
+        return decode(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded)
 
     monkeypatch.setattr(segmentation, "decode_instances", spy)
     monkeypatch.setattr(pipeline, "decode_instances", frame_spy)
@@ -269,6 +291,8 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.seed_threshold=1.5", run="bad_seed"))
     with pytest.raises(ValueError, match=r"segmentation.seeds='peaks': use threshold or hmaxima"):
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.seeds=peaks", run="bad_seeds"))
+    with pytest.raises(ValueError, match=r"segmentation.unseeded='remove': use keep or drop"):
+        evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.unseeded=remove", run="bad_unseeded"))
     # test-time augmentation (the default): the maps written are the average over the 8 flips/rotations
     single_view = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.tta=1", run="single_view"))
     assert summary["object_sizes"]["tta"] == 8 and single_view["object_sizes"]["tta"] == 1
@@ -280,13 +304,15 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
             evaluate(cfg_eval(f"ckpt_path={ckpt}", f"segmentation.tta={given}", run=f"bad_tta_{given}"))
     videos = Path(cfg.paths.data_dir) / "synthetic_rbc" / "videos"
     vsum = evaluate(cfg_eval(f"ckpt_path={ckpt}", f"videos={{A:{videos / 'UREA.tif'}}}", "frame_interval=2.0",
-                             "segmentation.overlay_video=false", "segmentation.seeds=hmaxima", run="video"))
+                             "segmentation.overlay_video=false", "segmentation.seeds=hmaxima",
+                             "segmentation.unseeded=drop", run="video"))
     assert vsum["object_sizes"]["tta"] == 1  # frames are segmented once each: the split is tuned on single views
     assert (Path(vsum["output_dir"]) / "cells.csv").is_file()
     # the video is split with the tuned setting too, and with the seed rule asked for (a depth from SEED_DEPTHS)
     assert vsum["object_sizes"]["seed_threshold"] == 0.3 and vsum["object_sizes"]["seeds"] == "hmaxima"
     assert vsum["object_sizes"]["split"]["scores"].keys() == {str(d) for d in SEED_DEPTHS}
-    assert len(frames) == 4 and set(frames) == {("hmaxima", 0.3)}
+    assert vsum["object_sizes"]["unseeded"] == "drop" and summary["object_sizes"]["unseeded"] == "keep"
+    assert len(frames) == 4 and set(frames) == {("hmaxima", 0.3, "drop")}
     package = tmp_path / "boundary.zip"
     cfg_export = run_config_factory("export", tmp_path, "export")
     result = export(cfg_export(f"ckpt_path={ckpt}", "format=bioimageio", f"output={package}"))

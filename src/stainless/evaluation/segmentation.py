@@ -30,6 +30,7 @@ from stainless.metrics.objects import (
     SPURIOUS_KINDS,
     SPLIT_FRACTIONS,
     check_seeds,
+    check_unseeded,
     decode_instances,
     instances_from_mask,
     match_objects,
@@ -100,7 +101,7 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         prob = maps[0]
         pred = prob > threshold
         pred_instances = decode_instances(maps, instances, threshold, sizes["min_size"], sizes["min_distance"],
-                                          sizes["seed_threshold"], sizes["seeds"])
+                                          sizes["seed_threshold"], sizes["seeds"], sizes["unseeded"])
         size = pixel_size_of(sample.source, cfg.pixel_size)
         write_tiff(out_dir / "predictions" / f"{sample.name}_probability.tif", prob.astype(np.float32), size)
         if len(maps) > 1:
@@ -178,6 +179,7 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     if seed != "auto" and (isinstance(seed, bool) or not isinstance(seed, (int, float)) or not 0 < seed < 1):
         raise ValueError(f"segmentation.seed_threshold={seed!r}: must be auto or a number between 0 and 1")
     sizes["seeds"] = check_seeds(cfg.segmentation.get("seeds", "threshold"))
+    sizes["unseeded"] = check_unseeded(cfg.segmentation.get("unseeded", "keep"))
     sizes["seed_threshold"] = SEED_RULES[sizes["seeds"]][0] if seed == "auto" else float(seed)
     mode = vid.instance_mode(module)
     key = "min_distance" if mode == "none" else "seed_threshold"
@@ -191,7 +193,7 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     diameter = f"diameter {sizes['diameter']:.1f} px" if sizes["diameter"] else "no diameter"
     rank_zero_info(f"Object scale: {diameter} from {sizes['source']}; smallest object {sizes['min_size']} px, "
                    f"touching objects split {sizes['min_distance']} px apart, tracking radius {sizes['max_distance']} px")
-    rule = f" (seeds: {sizes['seeds']})" if mode != "none" else ""
+    rule = f" (seeds: {sizes['seeds']}; foreground no seed reaches: {sizes['unseeded']})" if mode != "none" else ""
     rank_zero_info(f"Splitting touching objects: {key} {sizes[key]:g}{rule} ({sizes['split']['source']})"
                    + (f"; maps averaged over {sizes['tta']} flips/rotations" if sizes["tta"] > 1 else ""))
     return sizes
@@ -226,7 +228,8 @@ def tune_split_setting(cfg: DictConfig, module, data_hp: dict, sizes: dict, mode
     n_objects = sum(len(np.unique(truth)) - 1 for _, truth in fields)
     if not n_objects:
         return {"key": key, "value": default, "source": "default: no annotated objects in the validation split"}
-    tuned = tune_split(fields, mode, module.hparams.threshold, sizes["min_size"], candidates, default, sizes["seeds"])
+    tuned = tune_split(fields, mode, module.hparams.threshold, sizes["min_size"], candidates, default, sizes["seeds"],
+                       sizes["unseeded"])
     tuned["source"] = (f"tuned on the validation split, {len(fields)} field(s) with {n_objects} objects: object F1 "
                        f"{tuned['f1']:.3f} against {tuned['default_f1']:.3f} at the default {default:g}")
     if cfg.get("stage") == "val" and not cfg.get("input") and not cfg.get("videos"):
@@ -329,7 +332,7 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path, dev
             pixel_size, module.hparams.threshold, sizes["min_size"], sizes["min_distance"],
             sizes["max_distance"], options.max_gap, options.min_track_fraction, cfg.batch_size,
             options.get("overlay_video", True), options.get("area_weight", 0.0), options.get("splitting", False),
-            sizes["seed_threshold"], sizes["seeds"],
+            sizes["seed_threshold"], sizes["seeds"], sizes["unseeded"],
         )
         rows += r
         fits += f

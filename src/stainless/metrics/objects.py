@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 from skimage.feature import peak_local_max
 from skimage.morphology import h_maxima, h_minima, remove_small_objects
-from skimage.segmentation import watershed
+from skimage.segmentation import relabel_sequential, watershed
 
 IOU_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
@@ -127,7 +127,8 @@ def _label_the_rest(labels: np.ndarray, components: np.ndarray, unseeded: np.nda
 
 
 def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.5, min_size: int = 20,
-                     min_distance: int = 5, seed_threshold: float = 0.5, seeds: str = "threshold") -> np.ndarray:
+                     min_distance: int = 5, seed_threshold: float = 0.5, seeds: str = "threshold",
+                     unseeded: str = "keep") -> np.ndarray:
     """Instance labels from a segmenter's maps: ``maps[0]`` the foreground probability, ``maps[1]`` the learned
     instance map of ``mode`` (``boundary`` probability or normalised ``distance``; see ``stainless.data.instances``).
 
@@ -140,7 +141,9 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     is dropped: a noisy map breaks object cores into specks, and a speck cannot be the core of an object (measured on
     DSB 2018: keeping the specks gave 13 predicted objects per true one); an h-maximum is filtered by its depth.
     Seeds grow by a watershed over the boundary map (or the inverted distance) within the mask; parts of the mask
-    without a seed keep their own label; parts of the mask under ``min_size`` pixels are dropped.
+    under ``min_size`` pixels are dropped; parts that no seed reaches (the instance map shows no cell core there:
+    texture, a fragment) keep their own label with ``unseeded="keep"`` and are dropped with ``"drop"``. Labels are
+    numbered 1..n.
     """
     maps = np.asarray(maps)
     if mode == "none" or maps.ndim == 2 or maps.shape[0] < 2:
@@ -148,6 +151,7 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     if mode not in ("boundary", "distance"):
         raise ValueError(f"instances={mode!r}: use none, boundary or distance")
     check_seeds(seeds)
+    check_unseeded(unseeded)
     mask = maps[0] > threshold
     if min_size > 1:
         mask = remove_small_objects(mask, max_size=min_size - 1)
@@ -162,10 +166,20 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     markers = ndi.label(core)[0]
     if min_size > 1 and seeds == "threshold":  # an h-maximum is a peak's tip, a few pixels: its depth is its filter
         markers[(np.bincount(markers.ravel()) < min_size)[markers]] = 0
-    # the unseeded parts are at least min_size: the mask was filtered
-    labels, components = watershed(landscape, markers, mask=mask), ndi.label(mask)[0]
-    unseeded = np.unique(components[(labels == 0) & mask])
-    return _label_the_rest(labels, components, unseeded[unseeded > 0])
+    labels = watershed(landscape, markers, mask=mask)
+    if unseeded == "keep":  # the unseeded parts are at least min_size: the mask was filtered
+        components = ndi.label(mask)[0]
+        rest = np.unique(components[(labels == 0) & mask])
+        labels = _label_the_rest(labels, components, rest[rest > 0])
+    return relabel_sequential(labels)[0].astype(np.int32, copy=False)  # seeds dropped as specks leave gaps
+
+
+def check_unseeded(unseeded: str) -> str:
+    """What becomes of the foreground parts an instance head gives no seed: ``keep`` (objects of their own) or
+    ``drop``."""
+    if unseeded not in ("keep", "drop"):
+        raise ValueError(f"segmentation.unseeded={unseeded!r}: use keep or drop")
+    return unseeded
 
 
 def check_seeds(seeds: str) -> str:
@@ -188,7 +202,7 @@ SPLIT_FRACTIONS = (0.15, 0.2, 0.3, 0.4, 0.5, 0.7)
 
 
 def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, threshold: float, min_size: int,
-               candidates: Sequence[float], default: float, seeds: str = "threshold") -> dict:
+               candidates: Sequence[float], default: float, seeds: str = "threshold", unseeded: str = "keep") -> dict:
     """The split setting that parts annotated objects best, as StarDist tunes its thresholds on validation images:
     each candidate decodes every field, and the one with the highest object F1 at IoU 0.5 (true positives, false
     positives and misses pooled over the fields) wins; a tie goes to the candidate nearest ``default``.
@@ -200,7 +214,8 @@ def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, thres
         threshold, min_size: the foreground threshold and the smallest object, as in evaluation.
         candidates: ``seed_threshold`` values for an instance head, ``min_distance`` values (pixels) for ``none``.
         default: the value used without tuning (for the tie rule and the comparison).
-        seeds: the seed rule of an instance head (see :func:`decode_instances`).
+        seeds, unseeded: the seed rule of an instance head and what becomes of unseeded parts (see
+            :func:`decode_instances`).
 
     Returns:
         ``{"key", "value", "f1" (of the value), "default", "default_f1", "scores": {candidate: f1}}``.
@@ -212,7 +227,7 @@ def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, thres
         # the candidate is one of the two split settings; the other is unused by this mode's decoding
         min_distance, seed_threshold = (int(value), 0.5) if key == "min_distance" else (5, float(value))
         for maps, truth in fields:
-            labels = decode_instances(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds)
+            labels = decode_instances(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded)
             counts = match_objects(truth, labels, (0.5,))["by_threshold"][0.5]
             tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
         scores[value] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0

@@ -580,15 +580,17 @@ def structural_similarity_of(pred, target) -> float:
 def test_the_report_names_the_setting_for_the_dominant_error():
     from stainless.evaluation.segmentation import errors_section
 
-    def lines(instances="distance", seeds="threshold", merged=3, background=1):
+    def lines(instances="distance", seeds="threshold", merged=3, background=1, unseeded="keep"):
         errors = {"missed_merged": merged, "missed_split": 1, "missed_not_found": 1, "missed_outlined_poorly": 1,
                   "spurious_background": background, "spurious_on_cells": 2}
-        return errors_section({"object_errors": errors, "object_sizes": {"seeds": seeds}, "instances": instances,
-                               "threshold": 0.5})[1]
+        return errors_section({"object_errors": errors, "object_sizes": {"seeds": seeds, "unseeded": unseeded},
+                               "instances": instances, "threshold": 0.5})[1]
 
     assert lines()[0].startswith("At IoU 0.5, 6 true cells were missed: 3 merged with a neighbour")
     assert "segmentation.seeds=hmaxima" in lines()[1] and len(lines()) == 2
     assert "model.instances=distance" in lines(instances="none")[1]
     assert "smaller segmentation.seed_threshold" in lines(seeds="hmaxima")[1]
     assert len(lines(merged=2)) == 1  # merges are 2 of 5 misses: no advice
-    assert "background" in lines(merged=0, background=2)[1]
+    assert "segmentation.unseeded=drop" in lines(merged=0, background=2)[1]
+    assert "foreground threshold (0.5)" in lines(merged=0, background=2, unseeded="drop")[1]
+    assert "foreground threshold (0.5)" in lines(merged=0, background=2, instances="none")[1]

@@ -281,15 +281,21 @@ def errors_section(summary: dict[str, Any]) -> tuple[str, list[str]]:
             lines.append("Most misses are merges: a model with an instance head (model.instances=distance) learns "
                          "to part touching cells.")
         elif sizes.get("seeds", "threshold") == "threshold":
-            lines.append("Most misses are merges: segmentation.seeds=hmaxima seeds each peak of the learned map, "
-                         "also where it stays high between touching cells (BENCHMARKS.md, instance heads).")
+            lines.append("Most misses are merges: compare segmentation.seeds=hmaxima, which seeds each peak of the "
+                         "learned map, also where it stays high between touching cells (BENCHMARKS.md, instance "
+                         "heads: it helped some models and not others).")
         else:
             lines.append("Most misses are merges: a smaller segmentation.seed_threshold (the depth a peak needs) "
                          "parts more cells.")
     if spurious["background"] and spurious["background"] * 2 >= sum(spurious.values()):
-        lines.append(f"Most false cells lie on background: the model's foreground threshold ({summary['threshold']}) "
-                     f"lets texture through; a longer training or more annotated background helps more than a "
-                     f"higher threshold, which also erodes true cells (iou_by_threshold in summary.json).")
+        if summary["instances"] != "none" and sizes.get("unseeded") == "keep":
+            lines.append("Most false cells lie on background: segmentation.unseeded=drop drops foreground where the "
+                         "instance map shows no cell core (BENCHMARKS.md, instance heads).")
+        else:
+            lines.append(f"Most false cells lie on background: the model's foreground threshold "
+                         f"({summary['threshold']}) lets texture through; a longer training or more annotated "
+                         f"background helps more than a higher threshold, which also erodes true cells "
+                         f"(iou_by_threshold in summary.json).")
     return "Why cells are missed or invented", lines
 
 

@@ -26,6 +26,7 @@ from stainless.io import ImageReadError, agreed_pixel_size, check_pixel_size, pi
 from stainless.metrics.objects import (
     IOU_THRESHOLDS,
     MISSED_KINDS,
+    OBJECT_ERRORS,
     SEED_RULES,
     SPURIOUS_KINDS,
     SPLIT_FRACTIONS,
@@ -158,7 +159,7 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         "mean_ap_50_95": mean_average_precision(objects_total),
         # why the model's cells are unmatched at IoU 0.5, summed over the images (per image: metrics.csv)
         "object_errors": {key: sum(r[key] for r in rows if r["method"] == "model" and key in r)
-                          for key in [f"missed_{k}" for k in MISSED_KINDS] + [f"spurious_{k}" for k in SPURIOUS_KINDS]},
+                          for key in OBJECT_ERRORS},
         "object_sizes": sizes,
         "instances": instances,
         "iou_by_threshold": {str(t): (i / u if u else None) for t, (i, u) in sweep.items()},
@@ -280,7 +281,7 @@ def errors_section(summary: dict[str, Any]) -> tuple[str, list[str]]:
         if summary["instances"] == "none":
             lines.append("Most misses are merges: a model with an instance head (model.instances=distance) learns "
                          "to part touching cells.")
-        elif sizes.get("seeds", "threshold") == "threshold":
+        elif sizes["seeds"] == "threshold":
             lines.append("Most misses are merges: compare segmentation.seeds=hmaxima, which seeds each peak of the "
                          "learned map, also where it stays high between touching cells (BENCHMARKS.md, instance "
                          "heads: it helped some models and not others).")
@@ -288,7 +289,7 @@ def errors_section(summary: dict[str, Any]) -> tuple[str, list[str]]:
             lines.append("Most misses are merges: a smaller segmentation.seed_threshold (the depth a peak needs) "
                          "parts more cells.")
     if spurious["background"] and spurious["background"] * 2 >= sum(spurious.values()):
-        if summary["instances"] != "none" and sizes.get("unseeded") == "keep":
+        if summary["instances"] != "none" and sizes["unseeded"] == "keep":
             lines.append("Most false cells lie on background: segmentation.unseeded=drop drops foreground where the "
                          "instance map shows no cell core (BENCHMARKS.md, instance heads).")
         else:

@@ -259,6 +259,8 @@ def iou_matrix(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 MISSED_KINDS = ("merged", "split", "not_found", "outlined_poorly")
 SPURIOUS_KINDS = ("background", "on_cells")
+# the counts of :func:`object_errors`, in this order
+OBJECT_ERRORS = (*(f"missed_{k}" for k in MISSED_KINDS), *(f"spurious_{k}" for k in SPURIOUS_KINDS))
 
 
 def object_errors(true: np.ndarray, pred: np.ndarray, matched: dict) -> dict[str, int]:
@@ -277,7 +279,7 @@ def object_errors(true: np.ndarray, pred: np.ndarray, matched: dict) -> dict[str
     intersection, true_ids, pred_ids, t_area, p_area = overlaps(true, pred)
     cover = intersection / np.maximum(t_area, 1)[:, None]  # share of each true cell under each prediction
     row, column = {int(i): r for r, i in enumerate(true_ids)}, {int(i): c for c, i in enumerate(pred_ids)}
-    counts = {f"missed_{k}": 0 for k in MISSED_KINDS} | {f"spurious_{k}": 0 for k in SPURIOUS_KINDS}
+    counts = dict.fromkeys(OBJECT_ERRORS, 0)
     for true_id in matched["missed"]:
         r = row[true_id]
         covering = np.flatnonzero(cover[r] >= 0.5)

@@ -77,13 +77,17 @@ def scores_of(name: str, mode: str, seed: int, summary: dict, evaluation: dict) 
               # the split of touching objects tuned on the validation split (segmentation.tune)
               "split": {k: evaluation["object_sizes"]["split"].get(k) for k in ("key", "value", "f1", "default_f1")},
               "seeds": evaluation["object_sizes"].get("seeds", "threshold"),  # the seed rule of an instance head
+              # what became of foreground no seed reaches; with unseeded=auto, each rule's object F1 on validation
+              "unseeded": evaluation["object_sizes"].get("unseeded"),
+              "unseeded_f1": evaluation["object_sizes"]["split"].get("unseeded_f1"),
               "object_errors": evaluation.get("object_errors")}  # why cells are unmatched at IoU 0.5 (test images)
     otsu = evaluation["metrics"].get("baseline_otsu")
     if otsu:
         scores["baseline_otsu"] = {"pixel_iou": otsu["iou"]["mean"], "object_f1_mean_over_images": otsu["object_f1"]["mean"]}
     print(f"{name} {mode} seed {seed}: IoU {scores['pixel_iou']:.3f} F1 {scores['object_f1_iou50']:.3f} "
           f"AP {scores['mean_ap_50_95']:.3f} ({scores['n_pred']} predicted / {scores['n_true']} true; "
-          f"{scores['split']['key']} {scores['split']['value']})"
+          f"{scores['split']['key']} {scores['split']['value']}"
+          + (f", unseeded {scores['unseeded']}" if mode != "none" else "") + ")"
           + (" unmatched: " + ", ".join(f"{k} {v}" for k, v in scores["object_errors"].items() if v)
              if scores["object_errors"] else ""), flush=True)
     return scores

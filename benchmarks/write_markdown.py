@@ -159,7 +159,9 @@ def instance_heads(r: dict) -> list[str]:
     for name, d in r["sets"].items():
         for mode, t in d["table"].items():
             best = "**" if mode == d["best_by_mean_ap"] else ""
-            splits = ", ".join(f"{run['split']['value']:g}" for run in d["runs"][mode] if run.get("split"))
+            # with segmentation.unseeded=auto, the rule validation chose for foreground no seed reaches beside it
+            splits = ", ".join(f"{run['split']['value']:g}" + (f" {run['unseeded']}" if run.get("unseeded_f1") else "")
+                               for run in d["runs"][mode] if run.get("split"))
             lines.append(f"| {name} | {mode} | {_ms(t['pixel_iou'])} | {_ms(t['object_f1_iou50'])} | "
                          f"{best}{_ms(t['mean_ap_50_95'])}{best} | {splits or '-'} |")
     otsu = [f"{name} pixel IoU {o['pixel_iou']:.3f}, object F1 {o['object_f1_mean_over_images']:.3f} (mean over images)"

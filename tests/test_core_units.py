@@ -580,11 +580,12 @@ def structural_similarity_of(pred, target) -> float:
 def test_the_report_names_the_setting_for_the_dominant_error():
     from stainless.evaluation.segmentation import errors_section
 
-    def lines(instances="distance", seeds="threshold", merged=3, background=1, unseeded="keep"):
+    def lines(instances="distance", seeds="threshold", merged=3, background=1, unseeded="keep", chosen=False):
         errors = {"missed_merged": merged, "missed_split": 1, "missed_not_found": 1, "missed_outlined_poorly": 1,
                   "spurious_background": background, "spurious_on_cells": 2}
-        return errors_section({"object_errors": errors, "object_sizes": {"seeds": seeds, "unseeded": unseeded},
-                               "instances": instances, "threshold": 0.5})[1]
+        split = {"unseeded_f1": {"keep": 0.8, "drop": 0.7}} if chosen else {}  # unseeded=auto tuned the rule
+        return errors_section({"object_errors": errors, "instances": instances, "threshold": 0.5,
+                               "object_sizes": {"seeds": seeds, "unseeded": unseeded, "split": split}})[1]
 
     assert lines()[0].startswith("At IoU 0.5, 6 true cells were missed: 3 merged with a neighbour")
     assert "segmentation.seeds=hmaxima" in lines()[1] and len(lines()) == 2
@@ -592,5 +593,6 @@ def test_the_report_names_the_setting_for_the_dominant_error():
     assert "smaller segmentation.seed_threshold" in lines(seeds="hmaxima")[1]
     assert len(lines(merged=2)) == 1  # merges are 2 of 5 misses: no advice
     assert "segmentation.unseeded=drop" in lines(merged=0, background=2)[1]
+    assert "foreground threshold (0.5)" in lines(merged=0, background=2, chosen=True)[1]  # validation kept: no drop
     assert "foreground threshold (0.5)" in lines(merged=0, background=2, unseeded="drop")[1]
     assert "foreground threshold (0.5)" in lines(merged=0, background=2, instances="none")[1]

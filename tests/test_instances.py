@@ -160,6 +160,26 @@ def test_foreground_without_a_cell_core_is_kept_or_dropped():
     assert tuned["f1"] == 1.0 and tuned["default_f1"] == 1.0  # tuning decodes with the rule too: no false object
     with pytest.raises(ValueError, match=r"segmentation.unseeded='remove': use keep or drop"):
         decode_instances(maps, "distance", 0.5, 5, unseeded="remove")
+    with pytest.raises(ValueError, match=r"segmentation.unseeded='auto': use keep or drop"):
+        decode_instances(maps, "distance", 0.5, 5, unseeded="auto")  # a rule is chosen by tuning, not decoding
+
+
+def test_auto_chooses_whether_foreground_without_a_core_counts_on_annotated_fields():
+    labels = _touching_pair()
+    maps = np.stack([(labels > 0).astype(np.float32), _cones(labels, neck=0.3)])
+    maps[0, -8:, -8:] = 1.0  # a patch whose distance map stays at 0.15: no seed reaches it
+    maps[1, -8:, -8:] = 0.15
+    texture = tune_split([(maps, labels)], "distance", 0.5, 5, SEED_THRESHOLDS, 0.5, unseeded="auto")
+    assert texture["unseeded"] == "drop" and texture["f1"] == 1.0  # not annotated: texture, dropped
+    assert texture["unseeded_f1"] == {"keep": pytest.approx(0.8), "drop": 1.0}
+    annotated = labels.copy()
+    annotated[-8:, -8:] = 3  # the same patch drawn as a cell: a cell whose map peaks low, kept
+    cell = tune_split([(maps, annotated)], "distance", 0.5, 5, SEED_THRESHOLDS, 0.5, unseeded="auto")
+    assert cell["unseeded"] == "keep" and cell["f1"] == 1.0 and cell["unseeded_f1"]["drop"] == pytest.approx(0.8)
+    # a tie keeps; each rule's best level is found for it
+    tie = tune_split([(maps[:, :-10], labels[:-10])], "distance", 0.5, 5, SEED_THRESHOLDS, 0.5, unseeded="auto")
+    assert tie["unseeded"] == "keep" and tie["unseeded_f1"] == {"keep": 1.0, "drop": 1.0}
+    assert tune_split([(maps, labels)], "none", 0.5, 5, (3, 5), 5, unseeded="auto")["unseeded"] == "keep"
     # seeds dropped as specks leave no gap in the numbering: labels are 1..n
     specks = maps.copy()
     specks[1, 16, 12] = 0.9  # the first foreground pixel in raster order, far below its cell's core: seed 1, a speck
@@ -230,16 +250,17 @@ def test_an_instance_head_learns_to_part_touching_disks(mode):
     assert sum(f["by_threshold"][0.5]["tp"] for f in found) >= 6, [f["n_pred"] for f in found]  # of 8 disks
 
 
-def decoded_with(monkeypatch) -> tuple[list[float], list[tuple[str, float]]]:
-    """The seed thresholds the evaluation decodes its images with, and the (seed rule, threshold, unseeded rule) of
-    each video frame, recorded call by call."""
+def decoded_with(monkeypatch) -> tuple[list[float], list[tuple[str, float, str]], list[str]]:
+    """The seed thresholds the evaluation decodes its images with, the (seed rule, threshold, unseeded rule) of
+    each video frame, and the unseeded rule of each image, recorded call by call."""
     from stainless.evaluation import segmentation
     from stainless.video import pipeline
 
-    used, frames, decode = [], [], segmentation.decode_instances
+    used, frames, rules, decode = [], [], [], segmentation.decode_instances
 
     def spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded):
         used.append(seed_threshold)
+        rules.append(unseeded)
         return decode(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded)
 
     def frame_spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded):
@@ -248,7 +269,7 @@ def decoded_with(monkeypatch) -> tuple[list[float], list[tuple[str, float]]]:
 
     monkeypatch.setattr(segmentation, "decode_instances", spy)
     monkeypatch.setattr(pipeline, "decode_instances", frame_spy)
-    return used, frames
+    return used, frames, rules
 
 
 @pytest.mark.slow  # trains: left out of `make mutate`, run by `make test`
@@ -266,7 +287,7 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     train(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["instances"] == "boundary"
-    used, frames = decoded_with(monkeypatch)
+    used, frames, rules = decoded_with(monkeypatch)
     summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown"))
     out = Path(summary["output_dir"])
     assert summary["instances"] == "boundary"
@@ -276,22 +297,37 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     assert split["key"] == "seed_threshold" and split["source"].startswith("tuned on the validation split")
     assert summary["object_sizes"]["seed_threshold"] == split["value"] in SEED_THRESHOLDS
     assert used and set(used) == {split["value"]}
-    used.clear()  # whatever the tuning picks is what decodes: here it is made to pick 0.3 (not the default 0.5)
+    # unseeded=auto (the default): the rule with the better F1 there, each rule with its own best level, decodes
+    rule_f1 = split["unseeded_f1"]
+    assert split["f1"] == max(rule_f1.values()) and rule_f1[split["unseeded"]] == split["f1"]
+    assert split["unseeded"] == ("drop" if rule_f1["drop"] > rule_f1["keep"] else "keep")
+    assert summary["object_sizes"]["unseeded"] == split["unseeded"] and set(rules) == {split["unseeded"]}
+    assert f"foreground no seed reaches: {split['unseeded']}, chosen on the validation split" in split["source"]
+    # what the tuning picks is what decodes: here it is made to pick 0.3 (not the default 0.5) and to drop
+    # (this tiny model's validation split keeps)
+    used.clear()
+    rules.clear()
     from stainless.evaluation import segmentation
 
     tune = segmentation.tune_split
-    monkeypatch.setattr(segmentation, "tune_split", lambda *a, **k: {**tune(*a, **k), "value": 0.3})
+    monkeypatch.setattr(segmentation, "tune_split", lambda *a, **k: {**tune(*a, **k), "value": 0.3, "unseeded": "drop"})
     summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", run="tuned_0.3"))
     assert summary["object_sizes"]["seed_threshold"] == 0.3 and set(used) == {0.3}
+    assert summary["object_sizes"]["unseeded"] == "drop" and set(rules) == {"drop"}
+    monkeypatch.setattr(segmentation, "tune_split", tune)
     used.clear()
     summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.seed_threshold=0.35", run="given"))
-    assert summary["object_sizes"]["split"]["source"] == "segmentation.seed_threshold=0.35"
-    assert used and set(used) == {0.35}
+    # a level given: the rule is still chosen, at that level
+    assert summary["object_sizes"]["split"]["source"].startswith("segmentation.seed_threshold=0.35; foreground no")
+    assert summary["object_sizes"]["split"]["scores"].keys() == {"0.35"} and used and set(used) == {0.35}
+    rules.clear()
+    kept = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.tune=false", run="untuned"))
+    assert kept["object_sizes"]["unseeded"] == "keep" and set(rules) == {"keep"}  # auto without tuning: keep
     with pytest.raises(ValueError, match=r"segmentation.seed_threshold=1.5: must be auto or a number between 0 and 1"):
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.seed_threshold=1.5", run="bad_seed"))
     with pytest.raises(ValueError, match=r"segmentation.seeds='peaks': use threshold or hmaxima"):
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.seeds=peaks", run="bad_seeds"))
-    with pytest.raises(ValueError, match=r"segmentation.unseeded='remove': use keep or drop"):
+    with pytest.raises(ValueError, match=r"segmentation.unseeded='remove': use auto, keep or drop"):
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.unseeded=remove", run="bad_unseeded"))
     # test-time augmentation (the default): the maps written are the average over the 8 flips/rotations
     single_view = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.tta=1", run="single_view"))
@@ -303,6 +339,7 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
         with pytest.raises(ValueError, match=rf"segmentation.tta={read}: must be a whole number"):
             evaluate(cfg_eval(f"ckpt_path={ckpt}", f"segmentation.tta={given}", run=f"bad_tta_{given}"))
     videos = Path(cfg.paths.data_dir) / "synthetic_rbc" / "videos"
+    monkeypatch.setattr(segmentation, "tune_split", lambda *a, **k: {**tune(*a, **k), "value": 0.3})  # as above
     vsum = evaluate(cfg_eval(f"ckpt_path={ckpt}", f"videos={{A:{videos / 'UREA.tif'}}}", "frame_interval=2.0",
                              "segmentation.overlay_video=false", "segmentation.seeds=hmaxima",
                              "segmentation.unseeded=drop", run="video"))
@@ -311,7 +348,7 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     # the video is split with the tuned setting too, and with the seed rule asked for (a depth from SEED_DEPTHS)
     assert vsum["object_sizes"]["seed_threshold"] == 0.3 and vsum["object_sizes"]["seeds"] == "hmaxima"
     assert vsum["object_sizes"]["split"]["scores"].keys() == {str(d) for d in SEED_DEPTHS}
-    assert vsum["object_sizes"]["unseeded"] == "drop" and summary["object_sizes"]["unseeded"] == "keep"
+    assert vsum["object_sizes"]["unseeded"] == "drop" and kept["object_sizes"]["unseeded"] == "keep"
     assert len(frames) == 4 and set(frames) == {("hmaxima", 0.3, "drop")}
     package = tmp_path / "boundary.zip"
     cfg_export = run_config_factory("export", tmp_path, "export")

@@ -180,17 +180,21 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     if seed != "auto" and (isinstance(seed, bool) or not isinstance(seed, (int, float)) or not 0 < seed < 1):
         raise ValueError(f"segmentation.seed_threshold={seed!r}: must be auto or a number between 0 and 1")
     sizes["seeds"] = check_seeds(cfg.segmentation.get("seeds", "threshold"))
-    sizes["unseeded"] = check_unseeded(cfg.segmentation.get("unseeded", "keep"))
+    sizes["unseeded"] = check_unseeded(cfg.segmentation.get("unseeded", "auto"), tuned=True)
     sizes["seed_threshold"] = SEED_RULES[sizes["seeds"]][0] if seed == "auto" else float(seed)
     mode = vid.instance_mode(module)
     key = "min_distance" if mode == "none" else "seed_threshold"
     given = cfg.segmentation.get(key, "auto") not in (None, "auto")
-    if given or not cfg.segmentation.get("tune", True) or data_hp is None:
+    # a rule still to choose (an instance head's unseeded=auto) is tuned at the given split setting
+    choose_rule = mode != "none" and sizes["unseeded"] == "auto"
+    if (given and not choose_rule) or not cfg.segmentation.get("tune", True) or data_hp is None:
         sizes["split"] = {"key": key, "value": sizes[key],
                           "source": f"segmentation.{key}={sizes[key]}" if given else "default (tuning off)"}
     else:
-        sizes["split"] = tune_split_setting(cfg, module, data_hp, sizes, mode, device)
+        sizes["split"] = tune_split_setting(cfg, module, data_hp, sizes, mode, device, given)
         sizes[key] = sizes["split"]["value"]
+    if sizes["unseeded"] == "auto":  # not tuned (no head, tuning off, no annotated validation field): keep
+        sizes["unseeded"] = sizes["split"].get("unseeded", "keep")
     diameter = f"diameter {sizes['diameter']:.1f} px" if sizes["diameter"] else "no diameter"
     rank_zero_info(f"Object scale: {diameter} from {sizes['source']}; smallest object {sizes['min_size']} px, "
                    f"touching objects split {sizes['min_distance']} px apart, tracking radius {sizes['max_distance']} px")
@@ -200,24 +204,28 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     return sizes
 
 
-def tune_split_setting(cfg: DictConfig, module, data_hp: dict, sizes: dict, mode: str, device) -> dict[str, Any]:
+def tune_split_setting(cfg: DictConfig, module, data_hp: dict, sizes: dict, mode: str, device,
+                       given: bool = False) -> dict[str, Any]:
     """``seed_threshold`` (instance heads) or ``min_distance`` (a mask split by its distance transform) tuned on the
     annotated fields of the checkpoint's validation split: the value with the best object F1 at IoU 0.5 there
-    (:func:`stainless.metrics.objects.tune_split`). The default when that split is empty, unannotated or no longer
-    readable (the reason is in ``source``)."""
+    (:func:`stainless.metrics.objects.tune_split`), and with ``segmentation.unseeded=auto`` the rule for foreground
+    no seed reaches (at the ``given`` value when the setting was given). The default when that split is empty,
+    unannotated or no longer readable (the reason is in ``source``)."""
     key = "min_distance" if mode == "none" else "seed_threshold"
     default = sizes[key]
-    if mode == "none":
+    if given:
+        candidates = [default]
+    elif mode == "none":
         scale = sizes["diameter"] or default / 0.3
         candidates = sorted({max(2, int(round(f * scale))) for f in SPLIT_FRACTIONS})
     else:
         candidates = list(SEED_RULES[sizes["seeds"]][1])
+    fields, reason = [], "no annotated objects in the validation split"
     try:
         datamodule = MicroscopyDataModule(**data_hp)
         datamodule.prepare_data()
         samples = datamodule.find_samples()["val"]
         tile = cfg.tile_size or 2 * data_hp["patch_size"]
-        fields = []
         for sample in samples:
             loaded = load_sample(sample, data_hp.get("normalization") or {}, "mask", data_hp.get("channel_axis", "auto"),
                                  **datamodule.load_options)
@@ -225,14 +233,21 @@ def tune_split_setting(cfg: DictConfig, module, data_hp: dict, sizes: dict, mode
                 fields.append((_maps(module, loaded.source, tile, cfg, device),
                                true_objects(loaded.target > 0, loaded.labels)))
     except (OSError, ImageReadError, ValueError) as error:
-        return {"key": key, "value": default, "source": f"default: the validation split could not be read ({error})"}
+        fields, reason = [], f"the validation split could not be read ({error})"
     n_objects = sum(len(np.unique(truth)) - 1 for _, truth in fields)
     if not n_objects:
-        return {"key": key, "value": default, "source": "default: no annotated objects in the validation split"}
+        return {"key": key, "value": default,
+                "source": f"segmentation.{key}={default:g} ({reason})" if given else f"default: {reason}"}
     tuned = tune_split(fields, mode, module.hparams.threshold, sizes["min_size"], candidates, default, sizes["seeds"],
                        sizes["unseeded"])
-    tuned["source"] = (f"tuned on the validation split, {len(fields)} field(s) with {n_objects} objects: object F1 "
-                       f"{tuned['f1']:.3f} against {tuned['default_f1']:.3f} at the default {default:g}")
+    on = f"the validation split, {len(fields)} field(s) with {n_objects} objects"
+    tuned["source"] = (f"segmentation.{key}={default:g}" if given else
+                       f"tuned on {on}: object F1 {tuned['f1']:.3f} against {tuned['default_f1']:.3f} at the default "
+                       f"{default:g}")
+    if "unseeded_f1" in tuned:
+        rule_f1 = tuned["unseeded_f1"]
+        tuned["source"] += (f"; foreground no seed reaches: {tuned['unseeded']}, chosen on {on} (object F1 "
+                            + ", ".join(f"{rule_f1[r]:.3f} to {r} it" for r in rule_f1) + ")")
     if cfg.get("stage") == "val" and not cfg.get("input") and not cfg.get("videos"):
         tuned["source"] += "; these are the images scored now, so their object scores are optimistic"
     tuned["scores"] = {str(k): v for k, v in tuned["scores"].items()}
@@ -289,7 +304,7 @@ def errors_section(summary: dict[str, Any]) -> tuple[str, list[str]]:
             lines.append("Most misses are merges: a smaller segmentation.seed_threshold (the depth a peak needs) "
                          "parts more cells.")
     if spurious["background"] and spurious["background"] * 2 >= sum(spurious.values()):
-        if summary["instances"] != "none" and sizes["unseeded"] == "keep":
+        if summary["instances"] != "none" and sizes["unseeded"] == "keep" and "unseeded_f1" not in sizes["split"]:
             lines.append("Most false cells lie on background: compare segmentation.unseeded=drop, which drops "
                          "foreground where the instance map shows no cell core, and watch the cells not found: it "
                          "helped a long-trained model of large cells and hurt briefly trained ones of small nuclei, "

@@ -174,11 +174,12 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     return relabel_sequential(labels)[0].astype(np.int32, copy=False)  # seeds dropped as specks leave gaps
 
 
-def check_unseeded(unseeded: str) -> str:
+def check_unseeded(unseeded: str, tuned: bool = False) -> str:
     """What becomes of the foreground parts an instance head gives no seed: ``keep`` (objects of their own) or
-    ``drop``."""
-    if unseeded not in ("keep", "drop"):
-        raise ValueError(f"segmentation.unseeded={unseeded!r}: use keep or drop")
+    ``drop``; with ``tuned``, also ``auto`` (chosen on annotated fields by :func:`tune_split`)."""
+    rules = ("auto", *UNSEEDED_RULES) if tuned else UNSEEDED_RULES
+    if unseeded not in rules:
+        raise ValueError(f"segmentation.unseeded={unseeded!r}: use {', '.join(rules[:-1])} or {rules[-1]}")
     return unseeded
 
 
@@ -189,6 +190,8 @@ def check_seeds(seeds: str) -> str:
     return seeds
 
 
+# What becomes of foreground no seed reaches; keep first: the rule a tie goes to (:func:`tune_split`)
+UNSEEDED_RULES = ("keep", "drop")
 # Candidates of the split setting tuned on annotated validation fields (:func:`tune_split`).
 SEED_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # instance heads: seeds where the map passes this
 # seeds=hmaxima: peaks standing this far above their saddles (in peak heights: the distance map peaks at 1 in each
@@ -215,11 +218,20 @@ def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, thres
         candidates: ``seed_threshold`` values for an instance head, ``min_distance`` values (pixels) for ``none``.
         default: the value used without tuning (for the tie rule and the comparison).
         seeds, unseeded: the seed rule of an instance head and what becomes of unseeded parts (see
-            :func:`decode_instances`).
+            :func:`decode_instances`); ``unseeded="auto"`` tunes each rule and takes the one with the higher F1 (a
+            tie keeps): on Usiigaci dropping won on validation and on the test fields in all six runs, on DSB 2018
+            keeping won on both in all three (BENCHMARKS.md, instance heads).
 
     Returns:
-        ``{"key", "value", "f1" (of the value), "default", "default_f1", "scores": {candidate: f1}}``.
+        ``{"key", "value", "f1" (of the value), "default", "default_f1", "scores": {candidate: f1}, "unseeded"}``;
+        with ``auto`` also ``"unseeded_f1": {rule: best F1}``.
     """
+    if unseeded == "auto" and mode != "none":
+        tuned = {rule: tune_split(fields, mode, threshold, min_size, candidates, default, seeds, rule)
+                 for rule in UNSEEDED_RULES}
+        best = max(UNSEEDED_RULES, key=lambda rule: tuned[rule]["f1"])  # the first of equals: keep
+        return {**tuned[best], "unseeded_f1": {rule: tuned[rule]["f1"] for rule in UNSEEDED_RULES}}
+    unseeded = "keep" if mode == "none" else check_unseeded(unseeded)  # no head: no seeds, nothing unseeded
     key = "min_distance" if mode == "none" else "seed_threshold"
     scores = {}
     for value in dict.fromkeys([*candidates, default]):
@@ -233,7 +245,7 @@ def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, thres
         scores[value] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
     best = max(scores, key=lambda v: (scores[v], -abs(v - default)))
     return {"key": key, "value": best, "f1": scores[best], "default": default, "default_f1": scores[default],
-            "scores": scores}
+            "scores": scores, "unseeded": unseeded}
 
 
 def overlaps(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -246,8 +246,8 @@ def tune_split_setting(cfg: DictConfig, module, data_hp: dict, sizes: dict, mode
                        f"{default:g}")
     if "unseeded_f1" in tuned:
         rule_f1 = tuned["unseeded_f1"]
-        tuned["source"] += (f"; foreground no seed reaches: {tuned['unseeded']}, chosen on {on} (object F1 "
-                            + ", ".join(f"{rule_f1[r]:.3f} to {r} it" for r in rule_f1) + ")")
+        tuned["source"] += (f"; foreground no seed reaches: {tuned['unseeded']}, chosen {f'on {on}' if given else 'there'}"
+                            " (object F1 " + ", ".join(f"{rule_f1[r]:.3f} to {r} it" for r in rule_f1) + ")")
     if cfg.get("stage") == "val" and not cfg.get("input") and not cfg.get("videos"):
         tuned["source"] += "; these are the images scored now, so their object scores are optimistic"
     tuned["scores"] = {str(k): v for k, v in tuned["scores"].items()}

@@ -310,7 +310,8 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     from stainless.evaluation import segmentation
 
     tune = segmentation.tune_split
-    monkeypatch.setattr(segmentation, "tune_split", lambda *a, **k: {**tune(*a, **k), "value": 0.3, "unseeded": "drop"})
+    forced = lambda *a, **k: {**tune(*a, **k), "value": 0.3, "unseeded": "drop"}  # noqa: E731
+    monkeypatch.setattr(segmentation, "tune_split", forced)
     summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", run="tuned_0.3"))
     assert summary["object_sizes"]["seed_threshold"] == 0.3 and set(used) == {0.3}
     assert summary["object_sizes"]["unseeded"] == "drop" and set(rules) == {"drop"}
@@ -340,7 +341,7 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
         with pytest.raises(ValueError, match=rf"segmentation.tta={read}: must be a whole number"):
             evaluate(cfg_eval(f"ckpt_path={ckpt}", f"segmentation.tta={given}", run=f"bad_tta_{given}"))
     videos = Path(cfg.paths.data_dir) / "synthetic_rbc" / "videos"
-    monkeypatch.setattr(segmentation, "tune_split", lambda *a, **k: {**tune(*a, **k), "value": 0.3})  # as above
+    monkeypatch.setattr(segmentation, "tune_split", forced)  # the video's rule is given (drop): its level is forced
     vsum = evaluate(cfg_eval(f"ckpt_path={ckpt}", f"videos={{A:{videos / 'UREA.tif'}}}", "frame_interval=2.0",
                              "segmentation.overlay_video=false", "segmentation.seeds=hmaxima",
                              "segmentation.unseeded=drop", run="video"))

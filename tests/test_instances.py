@@ -14,9 +14,7 @@ import tifffile
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-import torch.nn.functional as F
-
-from stainless.data.instances import contact_weight, instance_target
+from stainless.data.instances import instance_target
 from stainless.metrics.objects import (
     SEED_DEPTHS,
     SEED_THRESHOLDS,
@@ -195,64 +193,6 @@ def test_tuning_without_a_head_picks_the_split_distance():
     tuned = tune_split([(maps, labels)], "none", 0.5, 5, (4, 8, 20, 30), default=20)
     assert tuned["key"] == "min_distance" and tuned["value"] == 8 and tuned["f1"] == 1.0
     assert tuned["default_f1"] < 1.0 and tuned["scores"][4] == 1.0
-
-
-def test_contact_weight_is_high_where_objects_touch_or_nearly_touch_and_one_elsewhere():
-    labels = _touching_pair()  # the contact line runs down column 23/24, rows ~17 to ~31
-    weight = contact_weight(labels, 10.0, sigma=2.0)
-    assert weight[24, 23] == pytest.approx(11.0) and weight[24, 24] == pytest.approx(11.0)
-    assert weight[24, 15] < 1.05 and weight[5, 5] == 1.0  # near a centre, 6 px from the contact band; the background
-    assert weight[24, 19] > weight[24, 18] > weight[24, 17]  # falls off with the distance to the contact
-    assert (contact_weight(labels, 10.0, sigma=4.0)[24, 18] > weight[24, 18])  # wider with sigma
-    # a gap of two background pixels between two objects counts as a near contact; one object alone has none
-    apart = np.zeros((20, 30), np.int64)
-    apart[5:15, 3:13], apart[5:15, 15:25] = 1, 2
-    assert contact_weight(apart, 5.0, 2.0)[10, 13:15].min() == pytest.approx(6.0)
-    alone = np.where(apart == 1, 1, 0)
-    assert (contact_weight(alone, 5.0, 2.0) == 1).all()
-    far = np.zeros((20, 40), np.int64)
-    far[5:15, 3:13], far[5:15, 25:35] = 1, 2
-    assert (contact_weight(far, 5.0, 2.0) == 1).all()
-    assert (contact_weight(labels, 0.0, 2.0) == 1).all()
-    with pytest.raises(ValueError, match="sigma"):
-        contact_weight(labels, 10.0, sigma=0)
-
-
-def _head_module(**kwargs) -> SegmentationModule:
-    return SegmentationModule(
-        arch="unet", backbone={"name": "resnet18", "encoder_name": "resnet18", "encoder_weights": None,
-                               "encoder_depth": 3, "decoder_channels": [32, 16, 8]},
-        in_channels=1, classes=1, loss={"bce_weight": 1.0, "jaccard_weight": 1.0},
-        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-3}, **kwargs)
-
-
-def test_the_instance_head_loss_is_weighted_at_the_contacts():
-    labels = torch.from_numpy(np.stack([_touching_pair(), _touching_pair(centre=(20.0, 26.0))]))
-    batch = {"source": torch.rand(2, 1, 48, 48), "target": (labels > 0).long(), "labels": labels}
-    torch.manual_seed(0)
-    plain = _head_module(instances="distance")
-    weighted = _head_module(instances="distance", contact_weight=10.0, contact_sigma=3.0)
-    weighted.load_state_dict(plain.state_dict())
-    with torch.no_grad():
-        head = weighted.net(batch["source"])[:, 1]
-        plain_term, weighted_term = plain._step(batch)[0]["instances"], weighted._step(batch)[0]["instances"]
-    target = torch.from_numpy(np.stack([instance_target(t, "distance") for t in labels.numpy()]))
-    expected = torch.from_numpy(np.stack([contact_weight(t, 10.0, 3.0) for t in labels.numpy()]))
-    assert torch.allclose(weighted_term, F.binary_cross_entropy_with_logits(head, target, weight=expected))
-    assert torch.allclose(plain_term, F.binary_cross_entropy_with_logits(head, target))
-    assert weighted_term > plain_term  # the contacts add weight, nothing takes it away
-
-
-def test_contact_sigma_comes_from_the_object_scale_unless_given():
-    module = _head_module(instances="distance", contact_weight=10.0)
-    assert module.contact_sigma() == 5.0  # no annotations seen yet
-    module.hparams.object_scale = {"diameter_median": 44.0, "diameter_p5": 30.0, "diameter_p95": 60.0, "n_objects": 9}
-    assert module.contact_sigma() == pytest.approx(4.4)
-    assert _head_module(instances="distance", contact_weight=10.0, contact_sigma=2.5).contact_sigma() == 2.5
-    with pytest.raises(ValueError, match="model.instances=none has no head"):
-        _head_module(instances="none", contact_weight=10.0)
-    with pytest.raises(ValueError, match="model.contact_weight=-1"):
-        _head_module(instances="distance", contact_weight=-1.0)
 
 
 class _TouchingPairs(Dataset):

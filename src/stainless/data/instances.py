@@ -4,10 +4,6 @@
 touching objects are parted by a two-pixel line. ``distance``: each object's distance to its own edge divided by
 that object's largest distance (1 at its centre, falling to 0 at its rim), 0 on the background; touching objects
 become separate hills. Both are decoded by a seeded watershed (``stainless.metrics.objects.decode_instances``).
-
-``contact_weight``: a per-pixel weight of the head's loss that is high where two annotated objects touch or nearly
-touch (the U-Net paper's border weight, Ronneberger et al. 2015): the few pixels that decide whether two cells come
-out as one are otherwise outnumbered by the easy insides and background.
 """
 
 from __future__ import annotations
@@ -49,27 +45,6 @@ def instance_target(objects: np.ndarray, mode: str) -> np.ndarray:
     peak = np.zeros(int(ids.max()) + 1)
     peak[ids] = ndi.maximum(distance, objects, ids)
     return np.where(objects > 0, distance / np.maximum(peak[objects], 1), 0).astype(np.float32)
-
-
-def contact_weight(objects: np.ndarray, weight: float, sigma: float, reach: int = 2) -> np.ndarray:
-    """1 + ``weight`` x exp(-d^2 / (2 ``sigma``^2)), d the distance to the nearest pixel that has two different objects
-    within ``reach`` pixels (a contact line, or a gap of up to 2 ``reach`` - 1 background pixels between objects);
-    1 everywhere on a field without such pixels (float32, H x W).
-
-    Written here: no library we use has it. The U-Net paper weighs by the distances to the nearest two objects, an EDT
-    per object; one EDT to the contact pixels costs the same on every crop, however many cells it holds."""
-    objects = np.asarray(objects)
-    if weight < 0 or sigma <= 0:
-        raise ValueError(f"contact weight {weight} and sigma {sigma}: the weight must be >= 0 and sigma > 0")
-    size = 2 * reach + 1
-    above = int(objects.max()) + 1  # stands in for the background, above every label
-    highest = ndi.maximum_filter(objects, size=size)  # the largest label near each pixel ...
-    lowest = ndi.minimum_filter(np.where(objects > 0, objects, above), size=size)  # ... and the smallest but background
-    near_two = (lowest < above) & (highest != lowest)
-    if weight == 0 or not near_two.any():
-        return np.ones(objects.shape, np.float32)
-    distance = ndi.distance_transform_edt(~near_two)
-    return (1 + weight * np.exp(-(distance**2) / (2 * sigma**2))).astype(np.float32)
 
 
 def object_diameters(labels: np.ndarray) -> np.ndarray:

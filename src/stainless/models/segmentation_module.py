@@ -23,7 +23,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from stainless.data.instances import check_mode, contact_weight, instance_target, objects_of
+from stainless.data.instances import check_mode, instance_target, objects_of
 from stainless.models.base import StainlessModule
 from stainless.models.components.generators import build_smp
 from stainless.utils.visuals import to_rgb
@@ -119,11 +119,6 @@ class SegmentationModule(StainlessModule):
             annotations: ``boundary`` (object rims) or ``distance`` (distance to the rim, 1 at each centre); see
             ``stainless.data.instances``. Evaluation and video decode it with a seeded watershed.
         instance_weight: weight of the instance head's loss (BCE, plus Dice for the sparse boundary class).
-        contact_weight: extra weight of the instance head's BCE where annotated objects touch or nearly touch,
-            falling off as a Gaussian of the distance to the contact (``stainless.data.instances.contact_weight``);
-            0: every pixel counts the same.
-        contact_sigma: that Gaussian's width in pixels; None: a tenth of the annotated objects' median diameter
-            (``object_scale``), 5 px without one.
         lr_schedule: ``warmup_steps`` (linear warm-up over this many batches) and ``final_factor``: then a cosine
             decay of the learning rate to ``final_factor`` x its configured value at the end of the run (the last
             weights are then the settled ones); None: constant, or ``scheduler``.
@@ -145,8 +140,6 @@ class SegmentationModule(StainlessModule):
         object_scale: Mapping[str, Any] | None = None,
         instances: str = "none",
         instance_weight: float = 1.0,
-        contact_weight: float = 0.0,
-        contact_sigma: float | None = None,
         lr_schedule: Mapping[str, Any] | None = None,
     ):
         super().__init__()
@@ -156,12 +149,6 @@ class SegmentationModule(StainlessModule):
         self.save_hyperparameters()
         self.hparams.classes = classes
         self.instance_channels = 0 if check_mode(instances) == "none" else 1
-        if contact_weight < 0 or (contact_sigma is not None and contact_sigma <= 0):
-            raise ValueError(f"model.contact_weight={contact_weight}, model.contact_sigma={contact_sigma}: "
-                             "the weight must be >= 0 and sigma > 0 (or null: from the object scale)")
-        if contact_weight and not self.instance_channels:
-            raise ValueError(f"model.contact_weight={contact_weight} weighs the instance head's loss, and "
-                             "model.instances=none has no head: set model.instances=distance (or boundary)")
         self.net = build_smp(backbone, arch, in_channels, classes + self.instance_channels)
         self.criterion = SegmentationLoss(classes=classes, **(loss or {}))
         self.instance_dice = smp.losses.DiceLoss(smp.losses.BINARY_MODE, from_logits=True)
@@ -190,37 +177,24 @@ class SegmentationModule(StainlessModule):
         foreground = torch.sigmoid(semantic) if self.hparams.classes == 1 else 1 - semantic.softmax(1)[:, :1]
         return torch.cat([foreground, torch.sigmoid(logits[:, self.hparams.classes :])], 1)
 
-    def contact_sigma(self) -> float:
-        """Width (pixels) of the contact weight: ``contact_sigma``, else a tenth of the median object diameter."""
-        if self.hparams.contact_sigma is not None:
-            return float(self.hparams.contact_sigma)
-        scale = self.hparams.get("object_scale")
-        return max(1.0, scale["diameter_median"] / 10) if scale else 5.0
-
-    def instance_targets(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The instance head's target (N, H, W) and its per-pixel loss weight (None without ``contact_weight``),
-        drawn from the batch's instance labels (or the connected components of its masks) after augmentation, so
-        they always match the crop. On the CPU with scipy (a GPU run copies the labels back: small next to the
-        network)."""
+    def instance_targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The instance head's target (N, H, W), drawn from the batch's instance labels (or the connected components
+        of its masks) after augmentation, so it always matches the crop. On the CPU with scipy (a GPU run copies the
+        labels back: small next to the network)."""
         labels = batch.get("labels")
-        objects = [objects_of(None if labels is None else labels[i].cpu().numpy(), batch["target"][i].cpu().numpy())
-                   for i in range(len(batch["target"]))]
-        device = batch["target"].device
-        maps = torch.from_numpy(np.stack([instance_target(o, self.hparams.instances) for o in objects])).to(device)
-        if not self.hparams.contact_weight:
-            return maps, None
-        sigma = self.contact_sigma()
-        weights = np.stack([contact_weight(o, self.hparams.contact_weight, sigma) for o in objects])
-        return maps, torch.from_numpy(weights).to(device)
+        maps = [instance_target(objects_of(None if labels is None else labels[i].cpu().numpy(),
+                                           batch["target"][i].cpu().numpy()), self.hparams.instances)
+                for i in range(len(batch["target"]))]
+        return torch.from_numpy(np.stack(maps)).to(batch["target"].device)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         logits = self.net(batch["source"])
         semantic = logits[:, : self.hparams.classes]
         losses = self.criterion(semantic, batch["target"])
         if self.instance_channels:
-            target, weight = self.instance_targets(batch)
+            target = batch["instance_target"] if "instance_target" in batch else self.instance_targets(batch)
             head, target = logits[:, self.hparams.classes], target.to(logits.dtype)
-            term = F.binary_cross_entropy_with_logits(head, target, weight=weight)
+            term = F.binary_cross_entropy_with_logits(head, target)
             if self.hparams.instances == "boundary":  # rims are a few percent of the pixels
                 term = term + self.instance_dice(head[:, None], target[:, None])
             losses["instances"] = term

@@ -589,7 +589,7 @@ def test_the_report_names_the_setting_for_the_dominant_error():
 
     assert lines()[0].startswith("At IoU 0.5, 6 true cells were missed: 3 merged with a neighbour")
     assert "segmentation.seeds=hmaxima" in lines()[1] and len(lines()) == 2
-    assert "model.instances=distance" in lines(instances="none")[1]
+    assert "model.instances=distance" in lines(instances="none")[1] and "round nuclei" in lines(instances="none")[1]
     assert "smaller segmentation.seed_threshold" in lines(seeds="hmaxima")[1]
     assert len(lines(merged=2)) == 1  # merges are 2 of 5 misses: no advice
     assert "segmentation.unseeded=drop" in lines(merged=0, background=2)[1]

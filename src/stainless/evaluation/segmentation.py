@@ -295,7 +295,9 @@ def errors_section(summary: dict[str, Any]) -> tuple[str, list[str]]:
     if missed["merged"] and missed["merged"] * 2 >= sum(missed.values()):
         if summary["instances"] == "none":
             lines.append("Most misses are merges: a model with an instance head (model.instances=distance) learns "
-                         "to part touching cells.")
+                         "to part touching cells; it helped touching, irregular cells and not small round nuclei, "
+                         "which the mask's own shape parts as well (BENCHMARKS.md, instance heads): compare on your "
+                         "validation data.")
         elif sizes["seeds"] == "threshold":
             lines.append("Most misses are merges: compare segmentation.seeds=hmaxima, which seeds each peak of the "
                          "learned map, also where it stays high between touching cells (BENCHMARKS.md, instance "

@@ -18,6 +18,7 @@ from stainless.data.instances import instance_target
 from stainless.metrics.objects import (
     SEED_DEPTHS,
     SEED_THRESHOLDS,
+    SPLIT_FRACTIONS,
     decode_instances,
     instances_from_mask,
     match_objects,
@@ -138,11 +139,34 @@ def test_hmaxima_seeds_part_cells_whose_map_stays_high_at_the_contact():
     rims = np.stack([mask, 1 - _cones(labels, neck=0.7)])
     assert decode_instances(rims, "boundary", 0.5, 5, seed_threshold=0.2, seeds="hmaxima").max() == 2
     assert decode_instances(rims, "boundary", 0.5, 5, seed_threshold=0.5).max() == 1
-    with pytest.raises(ValueError, match=r"segmentation.seeds='peaks': use threshold or hmaxima"):
+    with pytest.raises(ValueError, match=r"segmentation.seeds='peaks': use threshold, hmaxima or shape"):
         decode_instances(high, "distance", 0.5, 5, seeds="peaks")
     # tuning searches depths with this rule: 0.2 parts the pair, 0.3 and deeper do not
     tuned = tune_split([(high, labels)], "distance", 0.5, 5, SEED_DEPTHS, default=0.2, seeds="hmaxima")
     assert tuned["value"] == 0.2 and tuned["f1"] == 1.0 and tuned["scores"][0.3] == pytest.approx(2 / 3)
+
+
+def test_shape_seeds_weight_the_outline_by_the_learned_map():
+    # one disk annotated as two halves: the outline alone shows one object, the learned map two cores
+    yy, xx = np.mgrid[:48, :48]
+    disk = np.hypot(yy - 24, xx - 24) < 10
+    labels = (disk * np.where(xx < 24, 1, 2)).astype(np.int32)
+    mask = disk.astype(np.float32)
+    split = np.stack([mask, _cones(labels, neck=0.3)])  # each half's map peaks at its centre, 0.3 on the diameter
+    two = decode_instances(split, "distance", 0.5, 5, min_distance=3, seeds="shape")
+    assert match_objects(labels, two, (0.5,))["by_threshold"][0.5]["f1"] == 1.0
+    rims = np.stack([mask, 1 - split[1]])  # the same contact as a boundary map
+    assert match_objects(labels, decode_instances(rims, "boundary", 0.5, 5, min_distance=3, seeds="shape"),
+                         (0.5,))["by_threshold"][0.5]["f1"] == 1.0
+    # a map that shows no contact leaves the outline's one peak; seeds closer than min_distance merge
+    flat = np.stack([mask, np.where(disk, 1.0, 0.0)])
+    assert decode_instances(flat, "distance", 0.5, 5, min_distance=3, seeds="shape").max() == 1
+    assert decode_instances(split, "distance", 0.5, 5, min_distance=12, seeds="shape").max() == 1
+    # the split setting of this rule is min_distance (pixels), tuned as without a head
+    tuned = tune_split([(split, labels)], "distance", 0.5, 5, (3, 12), default=12, seeds="shape")
+    assert tuned["key"] == "min_distance" and tuned["value"] == 3 and tuned["default_f1"] < tuned["f1"] == 1.0
+    with pytest.raises(ValueError, match=r"segmentation.seeds='peaks': use threshold, hmaxima or shape"):
+        decode_instances(split, "distance", 0.5, 5, seeds="peaks")
 
 
 def test_foreground_without_a_cell_core_is_kept_or_dropped():
@@ -250,17 +274,18 @@ def test_an_instance_head_learns_to_part_touching_disks(mode):
     assert sum(f["by_threshold"][0.5]["tp"] for f in found) >= 6, [f["n_pred"] for f in found]  # of 8 disks
 
 
-def decoded_with(monkeypatch) -> tuple[list[float], list[tuple[str, float, str]], list[str]]:
+def decoded_with(monkeypatch) -> tuple[list[float], list[tuple[str, float, str]], list[str], list[tuple[str, int]]]:
     """The seed thresholds the evaluation decodes its images with, the (seed rule, threshold, unseeded rule) of
-    each video frame, and the unseeded rule of each image, recorded call by call."""
+    each video frame, the unseeded rule and the (seed rule, min_distance) of each image, recorded call by call."""
     from stainless.evaluation import segmentation
     from stainless.video import pipeline
 
-    used, frames, rules, decode = [], [], [], segmentation.decode_instances
+    used, frames, rules, spacing, decode = [], [], [], [], segmentation.decode_instances
 
     def spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded):
         used.append(seed_threshold)
         rules.append(unseeded)
+        spacing.append((seeds, min_distance))
         return decode(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded)
 
     def frame_spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded):
@@ -269,7 +294,7 @@ def decoded_with(monkeypatch) -> tuple[list[float], list[tuple[str, float, str]]
 
     monkeypatch.setattr(segmentation, "decode_instances", spy)
     monkeypatch.setattr(pipeline, "decode_instances", frame_spy)
-    return used, frames, rules
+    return used, frames, rules, spacing
 
 
 @pytest.mark.slow  # trains: left out of `make mutate`, run by `make test`
@@ -287,7 +312,7 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     train(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["instances"] == "boundary"
-    used, frames, rules = decoded_with(monkeypatch)
+    used, frames, rules, spacing = decoded_with(monkeypatch)
     summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown"))
     out = Path(summary["output_dir"])
     assert summary["instances"] == "boundary"
@@ -325,9 +350,24 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     rules.clear()
     kept = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.tune=false", run="untuned"))
     assert kept["object_sizes"]["unseeded"] == "keep" and set(rules) == {"keep"}  # auto without tuning: keep
+    # seeds=shape: the split setting is min_distance, tuned over the diameters' fractions as without a head
+    spacing.clear()
+    shaped = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.seeds=shape", run="shape"))
+    sizes = shaped["object_sizes"]
+    assert sizes["split"]["key"] == "min_distance" and sizes["split"]["source"].startswith("tuned on the validation")
+    fractions = {str(max(2, round(f * sizes["diameter"]))) for f in SPLIT_FRACTIONS}
+    assert sizes["split"]["scores"].keys() == fractions and str(sizes["min_distance"]) in fractions
+    assert spacing and set(spacing) == {("shape", sizes["min_distance"])}
+    # what the tuning picks is the spacing that decodes: here it is made to pick 3 pixels
+    spacing.clear()
+    monkeypatch.setattr(segmentation, "tune_split", lambda *a, **k: {**tune(*a, **k), "value": 3})
+    shaped = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.seeds=shape", run="shape_3"))
+    assert shaped["object_sizes"]["min_distance"] == 3 and set(spacing) == {("shape", 3)}
+    assert sizes["min_distance"] != 3 and shaped["object_sizes"]["seed_threshold"] == 0.5  # unused by this rule
+    monkeypatch.setattr(segmentation, "tune_split", tune)
     with pytest.raises(ValueError, match=r"segmentation.seed_threshold=1.5: must be auto or a number between 0 and 1"):
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.seed_threshold=1.5", run="bad_seed"))
-    with pytest.raises(ValueError, match=r"segmentation.seeds='peaks': use threshold or hmaxima"):
+    with pytest.raises(ValueError, match=r"segmentation.seeds='peaks': use threshold, hmaxima or shape"):
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.seeds=peaks", run="bad_seeds"))
     with pytest.raises(ValueError, match=r"segmentation.unseeded='remove': use auto, keep or drop"):
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.unseeded=remove", run="bad_unseeded"))

@@ -38,6 +38,7 @@ from stainless.metrics.objects import (
     mean_average_precision,
     object_errors,
     size_parameters,
+    split_key,
     tune_split,
 )
 from stainless.utils.logging import describe, save_config, write_json
@@ -171,7 +172,8 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     """The post-processing settings of this evaluation, printed with where they came from: the sizes
     (``min_size``, ``min_distance``, ``max_distance``) from ``segmentation.*`` or the object scale recorded in the
     checkpoint, and the split of touching objects (``seed_threshold`` for an instance head, a level or with
-    ``segmentation.seeds=hmaxima`` a depth; ``min_distance`` without one): a number given wins; ``auto`` is tuned on
+    ``segmentation.seeds=hmaxima`` a depth; ``min_distance`` without one or with ``seeds=shape``): a number given
+    wins; ``auto`` is tuned on
     the checkpoint's annotated validation split (``segmentation.tune``, see :func:`tune_split_setting`), else the
     default."""
     sizes = size_parameters(cfg.segmentation, module.hparams.get("object_scale"))
@@ -181,9 +183,9 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
         raise ValueError(f"segmentation.seed_threshold={seed!r}: must be auto or a number between 0 and 1")
     sizes["seeds"] = check_seeds(cfg.segmentation.get("seeds", "threshold"))
     sizes["unseeded"] = check_unseeded(cfg.segmentation.get("unseeded", "auto"), tuned=True)
-    sizes["seed_threshold"] = SEED_RULES[sizes["seeds"]][0] if seed == "auto" else float(seed)
+    sizes["seed_threshold"] = SEED_RULES.get(sizes["seeds"], (0.5,))[0] if seed == "auto" else float(seed)
     mode = vid.instance_mode(module)
-    key = "min_distance" if mode == "none" else "seed_threshold"
+    key = split_key(mode, sizes["seeds"])
     given = cfg.segmentation.get(key, "auto") not in (None, "auto")
     # a rule still to choose (an instance head's unseeded=auto) is tuned at the given split setting
     choose_rule = mode != "none" and sizes["unseeded"] == "auto"
@@ -206,16 +208,16 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
 
 def tune_split_setting(cfg: DictConfig, module, data_hp: dict, sizes: dict, mode: str, device,
                        given: bool = False) -> dict[str, Any]:
-    """``seed_threshold`` (instance heads) or ``min_distance`` (a mask split by its distance transform) tuned on the
-    annotated fields of the checkpoint's validation split: the value with the best object F1 at IoU 0.5 there
-    (:func:`stainless.metrics.objects.tune_split`), and with ``segmentation.unseeded=auto`` the rule for foreground
-    no seed reaches (at the ``given`` value when the setting was given). The default when that split is empty,
-    unannotated or no longer readable (the reason is in ``source``)."""
-    key = "min_distance" if mode == "none" else "seed_threshold"
+    """``seed_threshold`` (instance heads) or ``min_distance`` (a mask split by its distance transform, or an instance
+    head with ``seeds=shape``) tuned on the annotated fields of the checkpoint's validation split: the value with the
+    best object F1 at IoU 0.5 there (:func:`stainless.metrics.objects.tune_split`), and with
+    ``segmentation.unseeded=auto`` the rule for foreground no seed reaches (at the ``given`` value when the setting was
+    given). The default when that split is empty, unannotated or no longer readable (the reason is in ``source``)."""
+    key = split_key(mode, sizes["seeds"])
     default = sizes[key]
     if given:
         candidates = [default]
-    elif mode == "none":
+    elif key == "min_distance":
         scale = sizes["diameter"] or default / 0.3
         candidates = sorted({max(2, int(round(f * scale))) for f in SPLIT_FRACTIONS})
     else:
@@ -302,6 +304,9 @@ def errors_section(summary: dict[str, Any]) -> tuple[str, list[str]]:
             lines.append("Most misses are merges: compare segmentation.seeds=hmaxima, which seeds each peak of the "
                          "learned map, also where it stays high between touching cells (BENCHMARKS.md, instance "
                          "heads: it helped some models and not others).")
+        elif sizes["seeds"] == "shape":
+            lines.append("Most misses are merges: a smaller segmentation.min_distance (the closest seeds) parts "
+                         "more cells.")
         else:
             lines.append("Most misses are merges: a smaller segmentation.seed_threshold (the depth a peak needs) "
                          "parts more cells.")

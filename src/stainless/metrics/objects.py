@@ -144,6 +144,12 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     under ``min_size`` pixels are dropped; parts that no seed reaches (the instance map shows no cell core there:
     texture, a fragment) keep their own label with ``unseeded="keep"`` and are dropped with ``"drop"``. Labels are
     numbered 1..n.
+
+    With ``seeds="shape"`` the seeds come from the mask's shape, as without a head, weighted by the learned map: the
+    peaks, at least ``min_distance`` apart, of the distance to background times the map (``1 - boundary``, or the
+    distance map), and the seeds grow over that product (``seed_threshold`` is unused; the split setting is
+    ``min_distance``). The mask's distance transform parts round objects by their outline; the learned map lowers it
+    where annotated objects touch, so a flat contact, which the outline alone does not part, still does.
     """
     maps = np.asarray(maps)
     if mode == "none" or maps.ndim == 2 or maps.shape[0] < 2:
@@ -158,12 +164,20 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
     landscape = maps[1] if mode == "boundary" else -maps[1]
-    if seeds == "hmaxima":  # outside the mask the map counts as background, so a peak must rise h above it too
+    if seeds == "shape":  # the product's peaks, as instances_from_mask seeds the mask's distance transform
+        components = ndi.label(mask)[0]
+        landscape = -_distance_to_background(mask) * np.clip(1 - maps[1] if mode == "boundary" else maps[1], 0, 1)
+        peaks = tuple(peak_local_max(-landscape, min_distance=min_distance, labels=components,
+                                     exclude_border=False).T)
+        markers = np.zeros(mask.shape, np.int32)
+        markers[peaks] = np.arange(1, len(peaks[0]) + 1)
+    elif seeds == "hmaxima":  # outside the mask the map counts as background, so a peak must rise h above it too
         core = mask & (h_minima(np.where(mask, maps[1], 1.0), seed_threshold) if mode == "boundary"
                        else h_maxima(np.where(mask, maps[1], 0.0), seed_threshold)).astype(bool)
     else:
         core = mask & ((maps[1] < seed_threshold) if mode == "boundary" else (maps[1] > seed_threshold))
-    markers = ndi.label(core)[0]
+    if seeds != "shape":
+        markers = ndi.label(core)[0]
     if min_size > 1 and seeds == "threshold":  # an h-maximum is a peak's tip, a few pixels: its depth is its filter
         markers[(np.bincount(markers.ravel()) < min_size)[markers]] = 0
     labels = watershed(landscape, markers, mask=mask)
@@ -184,10 +198,17 @@ def check_unseeded(unseeded: str, tuned: bool = False) -> str:
 
 
 def check_seeds(seeds: str) -> str:
-    """The seed rule of an instance head's decoding: ``threshold`` (a level) or ``hmaxima`` (a depth)."""
-    if seeds not in SEED_RULES:
-        raise ValueError(f"segmentation.seeds={seeds!r}: use threshold or hmaxima")
+    """The seed rule of an instance head's decoding: ``threshold`` (a level), ``hmaxima`` (a depth) or ``shape``
+    (peaks of the mask's distance transform weighted by the map, ``min_distance`` apart)."""
+    if seeds not in (*SEED_RULES, "shape"):
+        raise ValueError(f"segmentation.seeds={seeds!r}: use threshold, hmaxima or shape")
     return seeds
+
+
+def split_key(mode: str, seeds: str = "threshold") -> str:
+    """The setting that splits touching objects: ``min_distance`` (pixels between seeds: no head, or
+    ``seeds="shape"``) or ``seed_threshold`` (a level or depth of an instance head's map)."""
+    return "min_distance" if mode == "none" or seeds == "shape" else "seed_threshold"
 
 
 # What becomes of foreground no seed reaches; keep first: the rule a tie goes to (:func:`tune_split`)
@@ -215,7 +236,8 @@ def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, thres
             instance labels of the same field.
         mode: the model's instance head (``none``, ``boundary``, ``distance``).
         threshold, min_size: the foreground threshold and the smallest object, as in evaluation.
-        candidates: ``seed_threshold`` values for an instance head, ``min_distance`` values (pixels) for ``none``.
+        candidates: values of the split setting (:func:`split_key`): ``min_distance`` (pixels) for ``none`` and
+            ``seeds="shape"``, else ``seed_threshold``.
         default: the value used without tuning (for the tie rule and the comparison).
         seeds, unseeded: the seed rule of an instance head and what becomes of unseeded parts (see
             :func:`decode_instances`); ``unseeded="auto"`` tunes each rule and takes the one with the higher F1 (a
@@ -232,7 +254,7 @@ def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, thres
         best = max(UNSEEDED_RULES, key=lambda rule: tuned[rule]["f1"])  # the first of equals: keep
         return {**tuned[best], "unseeded_f1": {rule: tuned[rule]["f1"] for rule in UNSEEDED_RULES}}
     unseeded = "keep" if mode == "none" else check_unseeded(unseeded)  # no head: no seeds, nothing unseeded
-    key = "min_distance" if mode == "none" else "seed_threshold"
+    key = split_key(mode, seeds)
     scores = {}
     for value in dict.fromkeys([*candidates, default]):
         tp = fp = fn = 0

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from stainless.data.instances import instance_target
 from stainless.metrics.objects import (
+    SEED_CHOICES,
     SEED_DEPTHS,
     SEED_THRESHOLDS,
     SPLIT_FRACTIONS,
@@ -313,7 +314,7 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["instances"] == "boundary"
     used, frames, rules, spacing = decoded_with(monkeypatch)
-    summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown"))
+    summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.seeds=threshold"))
     out = Path(summary["output_dir"])
     assert summary["instances"] == "boundary"
     assert list((out / "predictions").glob("*_boundary.tif"))
@@ -337,12 +338,13 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     tune = segmentation.tune_split
     forced = lambda *a, **k: {**tune(*a, **k), "value": 0.3, "unseeded": "drop"}  # noqa: E731
     monkeypatch.setattr(segmentation, "tune_split", forced)
-    summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", run="tuned_0.3"))
+    summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.seeds=threshold", run="tuned_0.3"))
     assert summary["object_sizes"]["seed_threshold"] == 0.3 and set(used) == {0.3}
     assert summary["object_sizes"]["unseeded"] == "drop" and set(rules) == {"drop"}
     monkeypatch.setattr(segmentation, "tune_split", tune)
     used.clear()
-    summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.seed_threshold=0.35", run="given"))
+    summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.seed_threshold=0.35",
+                                "segmentation.seeds=threshold", run="given"))
     # a level given: the rule is still chosen, at that level
     assert summary["object_sizes"]["split"]["source"].startswith("segmentation.seed_threshold=0.35; foreground no")
     assert ", chosen on the validation split, " in summary["object_sizes"]["split"]["source"]
@@ -350,6 +352,22 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     rules.clear()
     kept = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.tune=false", run="untuned"))
     assert kept["object_sizes"]["unseeded"] == "keep" and set(rules) == {"keep"}  # auto without tuning: keep
+    assert kept["object_sizes"]["seeds"] == "threshold" and "seeds_f1" not in kept["object_sizes"]["split"]
+    # seeds=auto (the default): threshold and shape each tuned on validation, the better object F1 decodes
+    for favoured in SEED_CHOICES:
+        spacing.clear()
+
+        def biased(*args, favoured=favoured, **kwargs):  # the favoured rule's F1 raised on validation
+            tuned = tune(*args, **kwargs)
+            return {**tuned, "f1": tuned["f1"] + (0.5 if args[6] == favoured else 0.0)}
+
+        monkeypatch.setattr(segmentation, "tune_split", biased)
+        chosen = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", run=f"auto_{favoured}"))["object_sizes"]
+        assert chosen["seeds"] == favoured and chosen["split"]["seeds_f1"].keys() == set(SEED_CHOICES)
+        assert chosen["split"]["key"] == ("min_distance" if favoured == "shape" else "seed_threshold")
+        assert spacing and {rule for rule, _ in spacing} == {favoured}
+        assert f"seeds: {favoured}, chosen on the validation split (object F1 " in chosen["split"]["source"]
+    monkeypatch.setattr(segmentation, "tune_split", tune)
     # seeds=shape: the split setting is min_distance, tuned over the diameters' fractions as without a head
     spacing.clear()
     shaped = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.seeds=shape", run="shape"))
@@ -367,7 +385,7 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     monkeypatch.setattr(segmentation, "tune_split", tune)
     with pytest.raises(ValueError, match=r"segmentation.seed_threshold=1.5: must be auto or a number between 0 and 1"):
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.seed_threshold=1.5", run="bad_seed"))
-    with pytest.raises(ValueError, match=r"segmentation.seeds='peaks': use threshold, hmaxima or shape"):
+    with pytest.raises(ValueError, match=r"segmentation.seeds='peaks': use auto, threshold, hmaxima or shape"):
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.seeds=peaks", run="bad_seeds"))
     with pytest.raises(ValueError, match=r"segmentation.unseeded='remove': use auto, keep or drop"):
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.unseeded=remove", run="bad_unseeded"))

@@ -27,6 +27,7 @@ from stainless.metrics.objects import (
     IOU_THRESHOLDS,
     MISSED_KINDS,
     OBJECT_ERRORS,
+    SEED_CHOICES,
     SEED_RULES,
     SPURIOUS_KINDS,
     SPLIT_FRACTIONS,
@@ -173,28 +174,47 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     (``min_size``, ``min_distance``, ``max_distance``) from ``segmentation.*`` or the object scale recorded in the
     checkpoint, and the split of touching objects (``seed_threshold`` for an instance head, a level or with
     ``segmentation.seeds=hmaxima`` a depth; ``min_distance`` without one or with ``seeds=shape``): a number given
-    wins; ``auto`` is tuned on
-    the checkpoint's annotated validation split (``segmentation.tune``, see :func:`tune_split_setting`), else the
-    default."""
+    wins; ``auto`` is tuned on the checkpoint's annotated validation split (``segmentation.tune``, see
+    :func:`tune_split_setting`), else the default. With ``seeds=auto`` (an instance head) each rule of
+    ``SEED_CHOICES`` is tuned there and the one with the better object F1 decodes (a tie, or nothing to tune on:
+    ``threshold``)."""
     sizes = size_parameters(cfg.segmentation, module.hparams.get("object_scale"))
     sizes["tta"] = tta_views(cfg)  # checked before tuning, which would take the error for unreadable data
     seed = cfg.segmentation.get("seed_threshold", "auto")
     if seed != "auto" and (isinstance(seed, bool) or not isinstance(seed, (int, float)) or not 0 < seed < 1):
         raise ValueError(f"segmentation.seed_threshold={seed!r}: must be auto or a number between 0 and 1")
-    sizes["seeds"] = check_seeds(cfg.segmentation.get("seeds", "threshold"))
+    seeds = check_seeds(cfg.segmentation.get("seeds", "auto"), tuned=True)
     sizes["unseeded"] = check_unseeded(cfg.segmentation.get("unseeded", "auto"), tuned=True)
-    sizes["seed_threshold"] = SEED_RULES.get(sizes["seeds"], (0.5,))[0] if seed == "auto" else float(seed)
     mode = vid.instance_mode(module)
-    key = split_key(mode, sizes["seeds"])
-    given = cfg.segmentation.get(key, "auto") not in (None, "auto")
-    # a rule still to choose (an instance head's unseeded=auto) is tuned at the given split setting
-    choose_rule = mode != "none" and sizes["unseeded"] == "auto"
-    if (given and not choose_rule) or not cfg.segmentation.get("tune", True) or data_hp is None:
-        sizes["split"] = {"key": key, "value": sizes[key],
-                          "source": f"segmentation.{key}={sizes[key]}" if given else "default (tuning off)"}
-    else:
-        sizes["split"] = tune_split_setting(cfg, module, data_hp, sizes, mode, device, given)
-        sizes[key] = sizes["split"]["value"]
+    choose_seeds = mode != "none" and seeds == "auto"
+    rules = SEED_CHOICES if choose_seeds else ("threshold" if seeds == "auto" else seeds,)
+    tune = cfg.segmentation.get("tune", True) and data_hp is not None
+    fields = None  # the validation split's maps and truth: computed once, for every rule
+    tried = {}
+    for rule in rules:
+        rule_sizes = {**sizes, "seeds": rule,
+                      "seed_threshold": SEED_RULES.get(rule, (0.5,))[0] if seed == "auto" else float(seed)}
+        key = split_key(mode, rule)
+        given = cfg.segmentation.get(key, "auto") not in (None, "auto")
+        # a rule still to choose (an instance head's unseeded or seeds auto) is tuned at the given split setting
+        choose_rule = mode != "none" and (sizes["unseeded"] == "auto" or choose_seeds)
+        if (given and not choose_rule) or not tune:
+            rule_sizes["split"] = {"key": key, "value": rule_sizes[key],
+                                   "source": f"segmentation.{key}={rule_sizes[key]}" if given else "default (tuning off)"}
+        else:
+            if fields is None:
+                fields = validation_fields(cfg, module, data_hp, device)
+            rule_sizes["split"] = tune_split_setting(cfg, module, rule_sizes, mode, fields, given)
+            rule_sizes[key] = rule_sizes["split"]["value"]
+        tried[rule] = rule_sizes
+    # the first of equals (threshold) when F1s tie or were not measured
+    best = max(rules, key=lambda rule: tried[rule]["split"].get("f1", -1.0))
+    sizes = tried[best]
+    if choose_seeds and "f1" in sizes["split"]:
+        seeds_f1 = sizes["split"]["seeds_f1"] = {rule: tried[rule]["split"]["f1"] for rule in rules}
+        sizes["split"]["source"] += (f"; seeds: {best}, chosen on the validation split (object F1 "
+                                     + ", ".join(f"{seeds_f1[r]:.3f} with {r}" for r in rules) + ")")
+    key = split_key(mode, best)
     if sizes["unseeded"] == "auto":  # not tuned (no head, tuning off, no annotated validation field): keep
         sizes["unseeded"] = sizes["split"].get("unseeded", "keep")
     diameter = f"diameter {sizes['diameter']:.1f} px" if sizes["diameter"] else "no diameter"
@@ -206,22 +226,9 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     return sizes
 
 
-def tune_split_setting(cfg: DictConfig, module, data_hp: dict, sizes: dict, mode: str, device,
-                       given: bool = False) -> dict[str, Any]:
-    """``seed_threshold`` (instance heads) or ``min_distance`` (a mask split by its distance transform, or an instance
-    head with ``seeds=shape``) tuned on the annotated fields of the checkpoint's validation split: the value with the
-    best object F1 at IoU 0.5 there (:func:`stainless.metrics.objects.tune_split`), and with
-    ``segmentation.unseeded=auto`` the rule for foreground no seed reaches (at the ``given`` value when the setting was
-    given). The default when that split is empty, unannotated or no longer readable (the reason is in ``source``)."""
-    key = split_key(mode, sizes["seeds"])
-    default = sizes[key]
-    if given:
-        candidates = [default]
-    elif key == "min_distance":
-        scale = sizes["diameter"] or default / 0.3
-        candidates = sorted({max(2, int(round(f * scale))) for f in SPLIT_FRACTIONS})
-    else:
-        candidates = list(SEED_RULES[sizes["seeds"]][1])
+def validation_fields(cfg: DictConfig, module, data_hp: dict, device) -> tuple[list, str]:
+    """The model's maps and the true objects of each annotated field of the checkpoint's validation split, and why
+    there are none when there are none."""
     fields, reason = [], "no annotated objects in the validation split"
     try:
         datamodule = MicroscopyDataModule(**data_hp)
@@ -236,6 +243,27 @@ def tune_split_setting(cfg: DictConfig, module, data_hp: dict, sizes: dict, mode
                                true_objects(loaded.target > 0, loaded.labels)))
     except (OSError, ImageReadError, ValueError) as error:
         fields, reason = [], f"the validation split could not be read ({error})"
+    return fields, reason
+
+
+def tune_split_setting(cfg: DictConfig, module, sizes: dict, mode: str, fields: tuple[list, str],
+                       given: bool = False) -> dict[str, Any]:
+    """``seed_threshold`` (instance heads) or ``min_distance`` (a mask split by its distance transform, or an instance
+    head with ``seeds=shape``) tuned on ``fields``, the annotated fields of the checkpoint's validation split
+    (:func:`validation_fields`): the value with the best object F1 at IoU 0.5 there
+    (:func:`stainless.metrics.objects.tune_split`), and with ``segmentation.unseeded=auto`` the rule for foreground
+    no seed reaches (at the ``given`` value when the setting was given). The default when that split is empty,
+    unannotated or no longer readable (the reason is in ``source``)."""
+    key = split_key(mode, sizes["seeds"])
+    default = sizes[key]
+    if given:
+        candidates = [default]
+    elif key == "min_distance":
+        scale = sizes["diameter"] or default / 0.3
+        candidates = sorted({max(2, int(round(f * scale))) for f in SPLIT_FRACTIONS})
+    else:
+        candidates = list(SEED_RULES[sizes["seeds"]][1])
+    fields, reason = fields
     n_objects = sum(len(np.unique(truth)) - 1 for _, truth in fields)
     if not n_objects:
         return {"key": key, "value": default,

@@ -591,6 +591,7 @@ def test_the_report_names_the_setting_for_the_dominant_error():
     assert "segmentation.seeds=hmaxima" in lines()[1] and len(lines()) == 2
     assert "model.instances=distance" in lines(instances="none")[1] and "round nuclei" in lines(instances="none")[1]
     assert "smaller segmentation.seed_threshold" in lines(seeds="hmaxima")[1]
+    assert "smaller segmentation.min_distance" in lines(seeds="shape")[1]  # this rule's split setting
     assert len(lines(merged=2)) == 1  # merges are 2 of 5 misses: no advice
     assert "segmentation.unseeded=drop" in lines(merged=0, background=2)[1]
     assert "foreground threshold (0.5)" in lines(merged=0, background=2, chosen=True)[1]  # validation kept: no drop

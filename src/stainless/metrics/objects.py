@@ -214,8 +214,8 @@ def split_key(mode: str, seeds: str = "threshold") -> str:
 
 
 # seeds=auto: the seed rules tuned on annotated fields, the better object F1 decoding; threshold first: a tie's.
-# Validation ranked the two as the test fields did in all nine runs measured (BENCHMARKS.md, seeds=shape):
-# shape on DSB 2018's round nuclei, threshold on Usiigaci's touching irregular cells
+# Validation ranked the two as the test fields did in ten runs of twelve (one tie, one wrong; BENCHMARKS.md, seeds
+# from the mask's shape): shape on DSB 2018's round nuclei, threshold on Usiigaci's touching irregular cells
 SEED_CHOICES = ("threshold", "shape")
 # What becomes of foreground no seed reaches; keep first: the rule a tie goes to (:func:`tune_split`)
 UNSEEDED_RULES = ("keep", "drop")

@@ -190,17 +190,17 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     rules = SEED_CHOICES if choose_seeds else ("threshold" if seeds == "auto" else seeds,)
     tune = cfg.segmentation.get("tune", True) and data_hp is not None
     fields = None  # the validation split's maps and truth: computed once, for every rule
+    # a rule still to choose (an instance head's unseeded or seeds auto) is tuned at a given split setting
+    choose_rule = mode != "none" and (sizes["unseeded"] == "auto" or choose_seeds)
     tried = {}
     for rule in rules:
         rule_sizes = {**sizes, "seeds": rule,
                       "seed_threshold": SEED_RULES.get(rule, (0.5,))[0] if seed == "auto" else float(seed)}
         key = split_key(mode, rule)
         given = cfg.segmentation.get(key, "auto") not in (None, "auto")
-        # a rule still to choose (an instance head's unseeded or seeds auto) is tuned at the given split setting
-        choose_rule = mode != "none" and (sizes["unseeded"] == "auto" or choose_seeds)
         if (given and not choose_rule) or not tune:
-            rule_sizes["split"] = {"key": key, "value": rule_sizes[key],
-                                   "source": f"segmentation.{key}={rule_sizes[key]}" if given else "default (tuning off)"}
+            source = f"segmentation.{key}={rule_sizes[key]}" if given else "default (tuning off)"
+            rule_sizes["split"] = {"key": key, "value": rule_sizes[key], "source": source}
         else:
             if fields is None:
                 fields = validation_fields(cfg, module, data_hp, device)
@@ -214,7 +214,7 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
         seeds_f1 = sizes["split"]["seeds_f1"] = {rule: tried[rule]["split"]["f1"] for rule in rules}
         sizes["split"]["source"] += (f"; seeds: {best}, chosen on the validation split (object F1 "
                                      + ", ".join(f"{seeds_f1[r]:.3f} with {r}" for r in rules) + ")")
-    key = split_key(mode, best)
+    key = sizes["split"]["key"]
     if sizes["unseeded"] == "auto":  # not tuned (no head, tuning off, no annotated validation field): keep
         sizes["unseeded"] = sizes["split"].get("unseeded", "keep")
     diameter = f"diameter {sizes['diameter']:.1f} px" if sizes["diameter"] else "no diameter"

@@ -164,25 +164,24 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
     landscape = maps[1] if mode == "boundary" else -maps[1]
+    # the mask's connected parts: where the shape rule's peaks are found, and what keeps the unseeded parts
+    components = ndi.label(mask)[0] if seeds == "shape" or unseeded == "keep" else None
     if seeds == "shape":  # the product's peaks, as instances_from_mask seeds the mask's distance transform
-        components = ndi.label(mask)[0]
         landscape = -_distance_to_background(mask) * np.clip(1 - maps[1] if mode == "boundary" else maps[1], 0, 1)
         peaks = tuple(peak_local_max(-landscape, min_distance=min_distance, labels=components,
                                      exclude_border=False).T)
         markers = np.zeros(mask.shape, np.int32)
         markers[peaks] = np.arange(1, len(peaks[0]) + 1)
     elif seeds == "hmaxima":  # outside the mask the map counts as background, so a peak must rise h above it too
-        core = mask & (h_minima(np.where(mask, maps[1], 1.0), seed_threshold) if mode == "boundary"
-                       else h_maxima(np.where(mask, maps[1], 0.0), seed_threshold)).astype(bool)
+        markers = ndi.label(mask & (h_minima(np.where(mask, maps[1], 1.0), seed_threshold) if mode == "boundary"
+                                    else h_maxima(np.where(mask, maps[1], 0.0), seed_threshold)).astype(bool))[0]
     else:
-        core = mask & ((maps[1] < seed_threshold) if mode == "boundary" else (maps[1] > seed_threshold))
-    if seeds != "shape":
-        markers = ndi.label(core)[0]
-    if min_size > 1 and seeds == "threshold":  # an h-maximum is a peak's tip, a few pixels: its depth is its filter
-        markers[(np.bincount(markers.ravel()) < min_size)[markers]] = 0
+        core = (maps[1] < seed_threshold) if mode == "boundary" else (maps[1] > seed_threshold)
+        markers = ndi.label(mask & core)[0]
+        if min_size > 1:  # specks of a level dropped (an h-maximum is a peak's tip, a few pixels: its depth filters it)
+            markers[(np.bincount(markers.ravel()) < min_size)[markers]] = 0
     labels = watershed(landscape, markers, mask=mask)
     if unseeded == "keep":  # the unseeded parts are at least min_size: the mask was filtered
-        components = ndi.label(mask)[0]
         rest = np.unique(components[(labels == 0) & mask])
         labels = _label_the_rest(labels, components, rest[rest > 0])
     return relabel_sequential(labels)[0].astype(np.int32, copy=False)  # seeds dropped as specks leave gaps

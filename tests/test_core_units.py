@@ -597,3 +597,29 @@ def test_the_report_names_the_setting_for_the_dominant_error():
     assert "foreground threshold (0.5)" in lines(merged=0, background=2, chosen=True)[1]  # validation kept: no drop
     assert "foreground threshold (0.5)" in lines(merged=0, background=2, unseeded="drop")[1]
     assert "foreground threshold (0.5)" in lines(merged=0, background=2, instances="none")[1]
+
+
+def test_the_report_names_the_image_that_holds_most_errors():
+    from stainless.evaluation.segmentation import errors_section, worst_image
+
+    def row(name, n_true, missed, spurious, method="model"):
+        tp = n_true - missed
+        return {"image": name, "method": method, "n_true": n_true, "missed": missed, "spurious": spurious,
+                "object_f1": 2 * tp / (2 * tp + missed + spurious)}
+
+    # one field of four holds 10 of 40 true cells and 30 of the 40 unmatched: named, with the others pooled
+    rows = [row("a", 10, 2, 2), row("b", 10, 1, 2), row("c", 10, 2, 1), row("odd", 10, 10, 20),
+            row("odd", 10, 0, 0, method="baseline_otsu")]  # baselines are not the model's errors
+    line = worst_image(rows)
+    assert line.startswith("30 of the 40 unmatched cells (10 missed, 20 invented) are in one image of 4, odd, "
+                           "which holds 10 of the 40 true cells: object F1 0.00 there, 0.83 on the others pooled")
+    summary = {"object_errors": {"missed_merged": 0, "missed_split": 0, "missed_not_found": 15,
+                                 "missed_outlined_poorly": 0, "spurious_background": 0, "spurious_on_cells": 25},
+               "instances": "none", "threshold": 0.5, "object_sizes": {"seeds": "threshold", "split": {}}}
+    assert errors_section(summary, rows)[1][-1] == line and line not in errors_section(summary)[1]
+    # errors in proportion to the cells: a field with half the cells and half the errors is not singled out
+    assert worst_image([row("a", 5, 1, 1), row("b", 5, 1, 1), row("big", 10, 2, 2)]) is None
+    # a third of the errors, but not twice the field's share of the cells: not named
+    assert worst_image([row("a", 10, 2, 2), row("b", 10, 2, 2), row("c", 10, 2, 2), row("d", 20, 4, 2)]) is None
+    assert worst_image(rows[2:4]) is None  # two images: too few to single one out
+    assert worst_image([row("a", 10, 0, 0), row("b", 10, 0, 0), row("c", 10, 0, 0)]) is None  # nothing unmatched

@@ -138,7 +138,7 @@ def test_video_reading_from_mp4_tiff_and_folder(tmp_path):
 
 
 @pytest.mark.slow  # trains: left out of `make mutate`, run by `make test`
-def test_segmentation_evaluate_and_video_round_trip(cfg_train, cfg_eval, tmp_path):
+def test_segmentation_evaluate_and_video_round_trip(cfg_train, cfg_eval, tmp_path, monkeypatch):
     from stainless.evaluate import evaluate
     from stainless.train import train
 
@@ -149,9 +149,13 @@ def test_segmentation_evaluate_and_video_round_trip(cfg_train, cfg_eval, tmp_pat
     )
     train(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    # the report's sentence on the image holding most errors is given every image's scores (see test_core_units)
+    monkeypatch.setattr("stainless.evaluation.segmentation.worst_image", lambda rows: f"worst_image: {len(rows)} rows")
     summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown"))
     out = Path(summary["output_dir"])
     assert summary["kind"] == "segmentation" and "0.5" in summary["objects_by_iou"]
+    n_rows = len((out / "metrics.csv").read_text().splitlines()) - 1
+    assert n_rows > 1 and f"worst_image: {n_rows} rows" in (out / "report.md").read_text()
     assert set(summary["iou_by_threshold"]) >= {"0.3", "0.5", "0.7"}
     assert (out / "metrics.csv").read_text().startswith("image,method,iou,dice,precision,recall,object_f1")
     assert list((out / "overlays").glob("*.png")) and (out / "report.md").is_file()

@@ -360,7 +360,7 @@ def worst_image(rows: list[dict]) -> str | None:
     """A sentence naming the image that holds an outsized share of the model's unmatched cells (missed and
     invented): at least a third of them and twice its share of the true cells, with three or more images scored.
     On DSB 2018's test split one brightfield field of six, with 15 % of the nuclei, held 36-56 % of the unmatched
-    cells in 15 of 16 runs (object F1 0.20-0.44 there, 0.65-0.85 on the others), which pooled scores and the advice
+    cells in 17 of 18 runs (object F1 0.20-0.44 there, 0.65-0.85 on the others), which pooled scores and the advice
     above hide; on the Usiigaci test fields the field with the most errors held 1.0-2.0 times its share of the cells.
     """
     scored = [r for r in rows if r["method"] == "model" and "object_f1" in r]
@@ -378,7 +378,7 @@ def worst_image(rows: list[dict]) -> str | None:
             f"are in one image of {len(scored)}, {worst['image']}, which holds {worst['n_true']} of the {cells} true "
             f"cells: object F1 {worst['object_f1']:.2f} there, {2 * tp / max(2 * tp + wrong, 1):.2f} on the others "
             f"pooled (metrics.csv). An image unlike most training ones (another modality, stain, magnification or "
-            f"intensity range) is the usual cause: annotate more like it for training, or check that it is normalised "
+            f"intensity range) is a likely cause: annotate more like it for training, or check that it is normalised "
             f"like them (data.normalization).")
 
 

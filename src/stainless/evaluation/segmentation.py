@@ -366,15 +366,15 @@ def worst_image(rows: list[dict]) -> str | None:
     scored = [r for r in rows if r["method"] == "model" and "object_f1" in r]
     if len(scored) < 3:
         return None
-    unmatched = [r["missed"] + r["spurious"] for r in scored]
-    total, cells, i = sum(unmatched), sum(r["n_true"] for r in scored), int(np.argmax(unmatched))
-    worst = scored[i]
-    if not total or not cells or unmatched[i] * 3 < total or unmatched[i] / total < 2 * worst["n_true"] / cells:
+    worst = max(scored, key=lambda r: r["missed"] + r["spurious"])
+    bad = worst["missed"] + worst["spurious"]
+    total, cells = sum(r["missed"] + r["spurious"] for r in scored), sum(r["n_true"] for r in scored)
+    if not total or not cells or bad * 3 < total or bad / total < 2 * worst["n_true"] / cells:
         return None
-    others = [r for r in scored if r is not worst]  # their object F1 pooled: per-image F1s of few cells are noisy
-    tp = sum(r["n_true"] - r["missed"] for r in others)
-    wrong = sum(r["missed"] + r["spurious"] for r in others)
-    return (f"{unmatched[i]} of the {total} unmatched cells ({worst['missed']} missed, {worst['spurious']} invented) "
+    # the others' object F1 pooled (per-image F1s of few cells are noisy): true positives against everything unmatched
+    tp = cells - worst["n_true"] - sum(r["missed"] for r in scored if r is not worst)
+    wrong = total - bad
+    return (f"{bad} of the {total} unmatched cells ({worst['missed']} missed, {worst['spurious']} invented) "
             f"are in one image of {len(scored)}, {worst['image']}, which holds {worst['n_true']} of the {cells} true "
             f"cells: object F1 {worst['object_f1']:.2f} there, {2 * tp / max(2 * tp + wrong, 1):.2f} on the others "
             f"pooled (metrics.csv). An image unlike most training ones (another modality, stain, magnification or "

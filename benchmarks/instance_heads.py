@@ -74,8 +74,10 @@ def scores_of(name: str, mode: str, seed: int, summary: dict, evaluation: dict) 
               "steps": summary["global_step"], "train_s": summary["duration_s"],
               "object_sizes": {k: evaluation["object_sizes"][k] for k in ("diameter", "min_size", "min_distance")},
               "tta": evaluation["object_sizes"].get("tta", 1),  # flips/rotations each field's maps were averaged over
-              # the split of touching objects tuned on the validation split (segmentation.tune)
-              "split": {k: evaluation["object_sizes"]["split"].get(k) for k in ("key", "value", "f1", "default_f1")},
+              # the split of touching objects tuned on the annotated fields (segmentation.tune, tune_on); fraction:
+              # min_distance as that fraction of each image's own diameter
+              "split": {k: evaluation["object_sizes"]["split"].get(k)
+                        for k in ("key", "value", "fraction", "f1", "default_f1")},
               "seeds": evaluation["object_sizes"].get("seeds", "threshold"),  # the seed rule of an instance head
               # what became of foreground no seed reaches; with unseeded=auto, each rule's object F1 on validation
               "unseeded": evaluation["object_sizes"].get("unseeded"),
@@ -112,8 +114,11 @@ def main() -> None:
                         help="results/<record>.json (e.g. instance_heads_long for a longer run beside the default one)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    # the fields the split is tuned on (segmentation.tune_on; evaluate.py's default unless given)
+    tune_on = next((o.split("=", 1)[1] for o in args.eval_set if o.startswith("segmentation.tune_on=")), "train+val")
     results: dict = {"epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch, "seeds": seeds,
-                     "tta": args.tta, "train_overrides": args.set, "eval_overrides": args.eval_set, "sets": {}}
+                     "tta": args.tta, "train_overrides": args.set, "eval_overrides": args.eval_set,
+                     "tune_on": tune_on, "sets": {}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)

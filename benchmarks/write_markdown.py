@@ -149,7 +149,9 @@ def instance_heads(r: dict) -> list[str]:
              "images: object F1 at IoU 0.5 and mean AP over IoU 0.5:0.95 (DSB 2018 definition) pooled over the test "
              "images; mean ± sd over the seeds. Split: the setting that parts touching objects (`seed_threshold` with "
              "a head, `min_distance` in pixels without), "
-             + ("as given." if given else "tuned on the validation split, per seed.")
+             + ("as given." if given else "tuned on the validation split, per seed." if r.get("tune_on") != "train+val"
+                else "tuned on the validation split and up to 16 training fields, per seed (`d`: that fraction of "
+                     "each image's own object diameter).")
              + (f" Trained with {', '.join(f'`{o}`' for o in r['train_overrides'])}." if r.get("train_overrides") else "")
              + (f" Evaluated with {', '.join(f'`{o}`' for o in r['eval_overrides'])}." if r.get("eval_overrides") else "")
              + (f" Maps averaged over {r['tta']} flips/rotations (`segmentation.tta={r['tta']}`)." if r.get("tta") else "")
@@ -160,7 +162,9 @@ def instance_heads(r: dict) -> list[str]:
         for mode, t in d["table"].items():
             best = "**" if mode == d["best_by_mean_ap"] else ""
             # with segmentation.unseeded=auto, the rule validation chose for foreground no seed reaches beside it
-            splits = ", ".join(f"{run['split']['value']:g}" + (f" {run['unseeded']}" if run.get("unseeded_f1") else "")
+            splits = ", ".join((f"{run['split']['value']:g}" if run["split"].get("fraction") is None
+                                else f"{run['split']['fraction']:g}d")
+                               + (f" {run['unseeded']}" if run.get("unseeded_f1") else "")
                                for run in d["runs"][mode] if run.get("split"))
             lines.append(f"| {name} | {mode} | {_ms(t['pixel_iou'])} | {_ms(t['object_f1_iou50'])} | "
                          f"{best}{_ms(t['mean_ap_50_95'])}{best} | {splits or '-'} |")

@@ -310,14 +310,20 @@ def test_object_scale_is_recorded_from_the_annotations_and_sizes_the_post_proces
     assert sizes["min_distance"] == round(0.3 * scale["diameter_median"]) and sizes["max_distance"] == pytest.approx(
         scale["diameter_median"], abs=0.05)
     assert sizes["split"]["source"] == "default (tuning off)"
-    # tuned (the default): the split distance that scores best on the validation split, among fractions of the diameter
+    # tuned (the default): the split distance that scores best on the validation and training fields, among fractions
+    # of the training diameter and of each image's own
     tuned = evaluate(cfg_eval(f"ckpt_path={segmenter}", "report=markdown", run="tuned"))["object_sizes"]
-    assert tuned["split"]["key"] == "min_distance" and tuned["split"]["source"].startswith("tuned on the validation split")
-    assert tuned["min_distance"] == tuned["split"]["value"] and str(tuned["min_distance"]) in tuned["split"]["scores"]
+    assert tuned["split"]["key"] == "min_distance" and tuned["split"]["source"].startswith("tuned on 1 validation field")
+    fraction = tuned["split_fraction"]
+    assert tuned["min_distance"] == (tuned["split"]["value"] if fraction is None else
+                                     max(2, round(fraction * scale["diameter_median"])))
+    assert (str(tuned["min_distance"]) if fraction is None else f"{fraction:g} x diameter") in tuned["split"]["scores"]
     assert tuned["split"]["f1"] == max(tuned["split"]["scores"].values()) >= tuned["split"]["default_f1"]
     assert "optimistic" not in tuned["split"]["source"]
-    on_val = evaluate(cfg_eval(f"ckpt_path={segmenter}", "report=markdown", "stage=val", run="on_val"))["object_sizes"]
-    assert on_val["split"]["source"].endswith("these are the images scored now, so their object scores are optimistic")
+    for stage in ("val", "train"):  # scoring the fields tuned on is flagged
+        on = evaluate(cfg_eval(f"ckpt_path={segmenter}", "report=markdown", f"stage={stage}", run=f"on_{stage}"))
+        assert on["object_sizes"]["split"]["source"].endswith("these are images it was tuned on, so their object "
+                                                              "scores are optimistic"), stage
     given = evaluate(cfg_eval(f"ckpt_path={segmenter}", "report=markdown", "segmentation.min_distance=5", run="given"))
     assert given["object_sizes"]["min_distance"] == 5
     assert given["object_sizes"]["split"]["source"] == "segmentation.min_distance=5"

@@ -22,7 +22,9 @@ from stainless.metrics.objects import (
     SPLIT_FRACTIONS,
     decode_instances,
     instances_from_mask,
+    mask_diameter,
     match_objects,
+    split_distance,
     tune_split,
 )
 from stainless.models.segmentation_module import SegmentationModule
@@ -220,6 +222,45 @@ def test_tuning_without_a_head_picks_the_split_distance():
     assert tuned["default_f1"] < 1.0 and tuned["scores"][4] == 1.0
 
 
+def _dumbbell(size: int, radius: float, gap: float, halves: bool) -> np.ndarray:
+    """Two overlapping disks ``gap`` apart, annotated as two halves or as one object."""
+    yy, xx = np.mgrid[:size, :size]
+    union = (np.hypot(yy - size / 2, xx - (size - gap) / 2) < radius) | (np.hypot(yy - size / 2, xx - (size + gap) / 2) < radius)
+    labels = union.astype(np.int32)
+    if halves:
+        labels[union & (xx >= size / 2)] = 2
+    return labels
+
+
+def test_a_split_distance_at_each_images_own_scale_is_tuned_when_fields_differ_in_magnification():
+    # a small field whose waisted pair is two cells (centres 12 px apart) and a field at three times the scale whose
+    # shallow pair is one (centres 24 px apart): no one distance splits the first and keeps the second, half of each
+    # image's own diameter does (11 px there, 30 px here)
+    small, large = _dumbbell(48, 8, 12, True), _dumbbell(128, 24, 24, False)
+    assert mask_diameter(small > 0) == pytest.approx(21.4, abs=0.1) and mask_diameter(large > 0) > 2.8 * 21.4
+    assert mask_diameter(small > 0, min_size=10_000) is None
+    fields = [((labels > 0).astype(np.float32)[None], labels) for labels in (small, large)]
+    fixed = tune_split(fields, "none", 0.5, 5, (4, 8, 20, 30), default=20)
+    assert fixed["fraction"] is None and fixed["f1"] < 1.0
+    scaled = tune_split(fields, "none", 0.5, 5, (4, 8, 20, 30), default=20, image_fractions=SPLIT_FRACTIONS)
+    assert scaled["fraction"] == 0.5 and scaled["f1"] == 1.0 and scaled["scores"]["0.5 x diameter"] == 1.0
+    assert scaled["scores"][8] == fixed["scores"][8]  # the fixed candidates are scored as before
+    for (maps, truth), spacing in zip(fields, (11, 30)):
+        assert split_distance(maps[0] > 0.5, 5, 20, 0.5) == spacing
+        decoded = decode_instances(maps, "none", 0.5, 5, min_distance=20, split_fraction=0.5)
+        assert match_objects(truth, decoded, (0.5,))["by_threshold"][0.5]["f1"] == 1.0
+    assert split_distance(np.zeros((8, 8), bool), 5, 7, 0.5) == 7  # no object to measure: the given distance
+    # a tie goes to the one distance: a per-image scale must earn its place
+    tie = tune_split(fields[:1], "none", 0.5, 5, (4, 8, 20, 30), default=20, image_fractions=SPLIT_FRACTIONS)
+    assert tie["fraction"] is None and tie["value"] == 8 and tie["scores"]["0.3 x diameter"] == tie["f1"] == 1.0
+    # seeds=shape is split by the same distance; a level (seeds=threshold) has no distance to scale
+    shaped = np.stack([fields[0][0][0], np.ones_like(fields[0][0][0])])
+    assert decode_instances(shaped, "distance", 0.5, 5, min_distance=20, seeds="shape", split_fraction=0.5).max() == 2
+    assert decode_instances(shaped, "distance", 0.5, 5, min_distance=20, seeds="shape").max() == 1
+    level = tune_split(fields, "distance", 0.5, 5, SEED_THRESHOLDS, 0.5, image_fractions=SPLIT_FRACTIONS)
+    assert level["fraction"] is None and not any("diameter" in str(k) for k in level["scores"])
+
+
 class _TouchingPairs(Dataset):
     """Noisy images of two touching disks at random places, with their instance labels."""
 
@@ -275,23 +316,24 @@ def test_an_instance_head_learns_to_part_touching_disks(mode):
     assert sum(f["by_threshold"][0.5]["tp"] for f in found) >= 6, [f["n_pred"] for f in found]  # of 8 disks
 
 
-def decoded_with(monkeypatch) -> tuple[list[float], list[tuple[str, float, str]], list[str], list[tuple[str, int]]]:
-    """The seed thresholds the evaluation decodes its images with, the (seed rule, threshold, unseeded rule) of
-    each video frame, the unseeded rule and the (seed rule, min_distance) of each image, recorded call by call."""
+def decoded_with(monkeypatch) -> tuple[list[float], list[tuple], list[str], list[tuple]]:
+    """The seed thresholds the evaluation decodes its images with, the (seed rule, threshold, unseeded rule, split
+    fraction) of each video frame, the unseeded rule and the (seed rule, min_distance, split fraction) of each image,
+    recorded call by call."""
     from stainless.evaluation import segmentation
     from stainless.video import pipeline
 
     used, frames, rules, spacing, decode = [], [], [], [], segmentation.decode_instances
 
-    def spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded):
+    def spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded, split_fraction):
         used.append(seed_threshold)
         rules.append(unseeded)
-        spacing.append((seeds, min_distance))
-        return decode(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded)
+        spacing.append((seeds, min_distance, split_fraction))
+        return decode(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded, split_fraction)
 
-    def frame_spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded):
-        frames.append((seeds, seed_threshold, unseeded))
-        return decode(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded)
+    def frame_spy(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded, split_fraction):
+        frames.append((seeds, seed_threshold, unseeded, split_fraction))
+        return decode(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded, split_fraction)
 
     monkeypatch.setattr(segmentation, "decode_instances", spy)
     monkeypatch.setattr(pipeline, "decode_instances", frame_spy)
@@ -318,9 +360,10 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     out = Path(summary["output_dir"])
     assert summary["instances"] == "boundary"
     assert list((out / "predictions").glob("*_boundary.tif"))
-    # the seed threshold was tuned on the validation split, and the objects of every test image are decoded with it
+    # the seed threshold was tuned on the validation and training fields, and every test image is decoded with it
     split = summary["object_sizes"]["split"]
-    assert split["key"] == "seed_threshold" and split["source"].startswith("tuned on the validation split")
+    assert split["key"] == "seed_threshold" and split["source"].startswith("tuned on 1 validation field(s) and ")
+    assert " and 4 training field(s) with " in split["source"]  # the 6 annotated fields but the validation and test ones
     assert summary["object_sizes"]["seed_threshold"] == split["value"] in SEED_THRESHOLDS
     assert used and set(used) == {split["value"]}
     # unseeded=auto (the default): the rule with the better F1 there, each rule with its own best level, decodes
@@ -344,10 +387,10 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     monkeypatch.setattr(segmentation, "tune_split", tune)
     used.clear()
     summary = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.seed_threshold=0.35",
-                                "segmentation.seeds=threshold", run="given"))
-    # a level given: the rule is still chosen, at that level
+                                "segmentation.seeds=threshold", "segmentation.tune_on=val", run="given"))
+    # a level given: the rule is still chosen, at that level; tune_on=val: on the validation split alone
     assert summary["object_sizes"]["split"]["source"].startswith("segmentation.seed_threshold=0.35; foreground no")
-    assert ", chosen on the validation split, " in summary["object_sizes"]["split"]["source"]
+    assert ", chosen on 1 validation field(s) with " in summary["object_sizes"]["split"]["source"]
     assert summary["object_sizes"]["split"]["scores"].keys() == {"0.35"} and used and set(used) == {0.35}
     rules.clear()
     kept = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.tune=false", run="untuned"))
@@ -365,24 +408,40 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
         chosen = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", run=f"auto_{favoured}"))["object_sizes"]
         assert chosen["seeds"] == favoured and chosen["split"]["seeds_f1"].keys() == set(SEED_CHOICES)
         assert chosen["split"]["key"] == ("min_distance" if favoured == "shape" else "seed_threshold")
-        assert spacing and {rule for rule, _ in spacing} == {favoured}
-        assert f"seeds: {favoured}, chosen on the validation split (object F1 " in chosen["split"]["source"]
+        assert spacing and {rule for rule, *_ in spacing} == {favoured}
+        assert f"seeds: {favoured}, chosen on the same fields (object F1 " in chosen["split"]["source"]
     monkeypatch.setattr(segmentation, "tune_split", tune)
     # seeds=shape: the split setting is min_distance, tuned over the diameters' fractions as without a head
     spacing.clear()
     shaped = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.seeds=shape", run="shape"))
     sizes = shaped["object_sizes"]
-    assert sizes["split"]["key"] == "min_distance" and sizes["split"]["source"].startswith("tuned on the validation")
+    assert sizes["split"]["key"] == "min_distance" and sizes["split"]["source"].startswith("tuned on 1 validation")
+    # in pixels at the training annotations' diameter, and as fractions of each image's own
     fractions = {str(max(2, round(f * sizes["diameter"]))) for f in SPLIT_FRACTIONS}
-    assert sizes["split"]["scores"].keys() == fractions and str(sizes["min_distance"]) in fractions
-    assert spacing and set(spacing) == {("shape", sizes["min_distance"])}
-    # what the tuning picks is the spacing that decodes: here it is made to pick 3 pixels
-    spacing.clear()
-    monkeypatch.setattr(segmentation, "tune_split", lambda *a, **k: {**tune(*a, **k), "value": 3})
-    shaped = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.seeds=shape", run="shape_3"))
-    assert shaped["object_sizes"]["min_distance"] == 3 and set(spacing) == {("shape", 3)}
+    assert sizes["split"]["scores"].keys() == fractions | {f"{f:g} x diameter" for f in SPLIT_FRACTIONS}
+    assert str(sizes["min_distance"]) in fractions
+    assert spacing and set(spacing) == {("shape", sizes["min_distance"], sizes["split_fraction"])}
+    # what the tuning picks is the spacing that decodes: here it is made to pick 3 pixels, then half of each
+    # image's diameter (the model's images and the baselines' masks are split at their own scale)
+    baseline_spacing = []
+    monkeypatch.setattr(segmentation, "split_distance", lambda *a: baseline_spacing.append(a) or split_distance(*a))
+    for value, fraction in ((3, None), (20, 0.5)):
+        spacing.clear()
+        baseline_spacing.clear()
+        monkeypatch.setattr(segmentation, "tune_split",
+                            lambda *a, v=value, f=fraction, **k: {**tune(*a, **k), "value": v, "fraction": f})
+        shaped = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.seeds=shape",
+                                   "baselines=true", run=f"shape_{value}_{fraction}"))
+        expected = 3 if fraction is None else max(2, round(0.5 * sizes["diameter"]))
+        assert shaped["object_sizes"]["min_distance"] == expected and shaped["object_sizes"]["split_fraction"] == fraction
+        assert set(spacing) == {("shape", expected, fraction)}
+        assert baseline_spacing and {a[2:] for a in baseline_spacing} == {(expected, fraction)}
     assert sizes["min_distance"] != 3 and shaped["object_sizes"]["seed_threshold"] == 0.5  # unused by this rule
+    assert "0.5 x each image's own object diameter" in shaped["object_sizes"]["split"]["source"]
     monkeypatch.setattr(segmentation, "tune_split", tune)
+    monkeypatch.setattr(segmentation, "split_distance", split_distance)
+    with pytest.raises(ValueError, match=r"segmentation.tune_on='test': use train\+val or val"):
+        evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.tune_on=test", run="bad_tune_on"))
     with pytest.raises(ValueError, match=r"segmentation.seed_threshold=1.5: must be auto or a number between 0 and 1"):
         evaluate(cfg_eval(f"ckpt_path={ckpt}", "segmentation.seed_threshold=1.5", run="bad_seed"))
     with pytest.raises(ValueError, match=r"segmentation.seeds='peaks': use auto, threshold, hmaxima or shape"):
@@ -409,7 +468,7 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     assert vsum["object_sizes"]["seed_threshold"] == 0.3 and vsum["object_sizes"]["seeds"] == "hmaxima"
     assert vsum["object_sizes"]["split"]["scores"].keys() == {str(d) for d in SEED_DEPTHS}
     assert vsum["object_sizes"]["unseeded"] == "drop" and kept["object_sizes"]["unseeded"] == "keep"
-    assert len(frames) == 4 and set(frames) == {("hmaxima", 0.3, "drop")}
+    assert len(frames) == 4 and set(frames) == {("hmaxima", 0.3, "drop", None)}
     package = tmp_path / "boundary.zip"
     cfg_export = run_config_factory("export", tmp_path, "export")
     result = export(cfg_export(f"ckpt_path={ckpt}", "format=bioimageio", f"output={package}"))

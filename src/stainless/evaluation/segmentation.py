@@ -39,6 +39,7 @@ from stainless.metrics.objects import (
     mean_average_precision,
     object_errors,
     size_parameters,
+    split_distance,
     split_key,
     tune_split,
 )
@@ -104,7 +105,8 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         prob = maps[0]
         pred = prob > threshold
         pred_instances = decode_instances(maps, instances, threshold, sizes["min_size"], sizes["min_distance"],
-                                          sizes["seed_threshold"], sizes["seeds"], sizes["unseeded"])
+                                          sizes["seed_threshold"], sizes["seeds"], sizes["unseeded"],
+                                          sizes["split_fraction"])
         size = pixel_size_of(sample.source, cfg.pixel_size)
         write_tiff(out_dir / "predictions" / f"{sample.name}_probability.tif", prob.astype(np.float32), size)
         if len(maps) > 1:
@@ -119,7 +121,8 @@ def evaluate_segmentation(cfg: DictConfig, module, checkpoint: dict, out_dir: Pa
         rows.append({"image": sample.name, "method": "model", **row})
         if cfg.baselines:
             for method, mask in baseline_masks(loaded.source).items():
-                baseline_instances = instances_from_mask(mask, sizes["min_size"], sizes["min_distance"])
+                spacing = split_distance(mask, sizes["min_size"], sizes["min_distance"], sizes["split_fraction"])
+                baseline_instances = instances_from_mask(mask, sizes["min_size"], spacing)
                 rows.append({"image": sample.name, "method": method,
                              **score_masks(mask, baseline_instances, truth, true_instances)[0]})
         for t in SWEEP:
@@ -174,12 +177,16 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     (``min_size``, ``min_distance``, ``max_distance``) from ``segmentation.*`` or the object scale recorded in the
     checkpoint, and the split of touching objects (``seed_threshold`` for an instance head, a level or with
     ``segmentation.seeds=hmaxima`` a depth; ``min_distance`` without one or with ``seeds=shape``): a number given
-    wins; ``auto`` is tuned on the checkpoint's annotated validation split (``segmentation.tune``, see
-    :func:`tune_split_setting`), else the default. With ``seeds=auto`` (an instance head) each rule of
-    ``SEED_CHOICES`` is tuned there and the one with the better object F1 decodes (a tie, or nothing to tune on:
-    ``threshold``)."""
+    wins; ``auto`` is tuned on the checkpoint's annotated validation and training fields (``segmentation.tune``,
+    ``segmentation.tune_on``, see :func:`tune_split_setting`), else the default. With ``seeds=auto`` (an instance
+    head) each rule of ``SEED_CHOICES`` is tuned there and the one with the better object F1 decodes (a tie, or
+    nothing to tune on: ``threshold``). ``split_fraction`` is set when ``min_distance`` was tuned as a fraction of
+    each image's own diameter (then ``min_distance`` is that fraction of the training annotations' diameter, for the
+    record)."""
     sizes = size_parameters(cfg.segmentation, module.hparams.get("object_scale"))
     sizes["tta"] = tta_views(cfg)  # checked before tuning, which would take the error for unreadable data
+    if cfg.segmentation.get("tune_on", "train+val") not in TUNE_ON:
+        raise ValueError(f"segmentation.tune_on={cfg.segmentation.tune_on!r}: use {' or '.join(TUNE_ON)}")
     seed = cfg.segmentation.get("seed_threshold", "auto")
     if seed != "auto" and (isinstance(seed, bool) or not isinstance(seed, (int, float)) or not 0 < seed < 1):
         raise ValueError(f"segmentation.seed_threshold={seed!r}: must be auto or a number between 0 and 1")
@@ -189,12 +196,12 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
     choose_seeds = mode != "none" and seeds == "auto"
     rules = SEED_CHOICES if choose_seeds else ("threshold" if seeds == "auto" else seeds,)
     tune = cfg.segmentation.get("tune", True) and data_hp is not None
-    fields = None  # the validation split's maps and truth: computed once, for every rule
+    fields = None  # the tuning fields' maps and truth: computed once, for every rule
     # a rule still to choose (an instance head's unseeded or seeds auto) is tuned at a given split setting
     choose_rule = mode != "none" and (sizes["unseeded"] == "auto" or choose_seeds)
     tried = {}
     for rule in rules:
-        rule_sizes = {**sizes, "seeds": rule,
+        rule_sizes = {**sizes, "seeds": rule, "split_fraction": None,
                       "seed_threshold": SEED_RULES.get(rule, (0.5,))[0] if seed == "auto" else float(seed)}
         key = split_key(mode, rule)
         given = cfg.segmentation.get(key, "auto") not in (None, "auto")
@@ -203,83 +210,116 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
             rule_sizes["split"] = {"key": key, "value": rule_sizes[key], "source": source}
         else:
             if fields is None:
-                fields = validation_fields(cfg, module, data_hp, device)
+                fields = tuning_fields(cfg, module, data_hp, device)
             rule_sizes["split"] = tune_split_setting(cfg, module, rule_sizes, mode, fields, given)
             rule_sizes[key] = rule_sizes["split"]["value"]
+            fraction = rule_sizes["split_fraction"] = rule_sizes["split"].get("fraction")
+            if fraction is not None:  # each image at its own scale; at the training annotations' for the record
+                rule_sizes[key] = max(2, int(round(fraction * (sizes["diameter"] or rule_sizes[key] / 0.3))))
         tried[rule] = rule_sizes
     # the first of equals (threshold) when F1s tie or were not measured
     best = max(rules, key=lambda rule: tried[rule]["split"].get("f1", -1.0))
     sizes = tried[best]
     if choose_seeds and "f1" in sizes["split"]:
         seeds_f1 = sizes["split"]["seeds_f1"] = {rule: tried[rule]["split"]["f1"] for rule in rules}
-        sizes["split"]["source"] += (f"; seeds: {best}, chosen on the validation split (object F1 "
+        sizes["split"]["source"] += (f"; seeds: {best}, chosen on the same fields (object F1 "
                                      + ", ".join(f"{seeds_f1[r]:.3f} with {r}" for r in rules) + ")")
     key = sizes["split"]["key"]
-    if sizes["unseeded"] == "auto":  # not tuned (no head, tuning off, no annotated validation field): keep
+    if sizes["unseeded"] == "auto":  # not tuned (no head, tuning off, no annotated field): keep
         sizes["unseeded"] = sizes["split"].get("unseeded", "keep")
     diameter = f"diameter {sizes['diameter']:.1f} px" if sizes["diameter"] else "no diameter"
     rank_zero_info(f"Object scale: {diameter} from {sizes['source']}; smallest object {sizes['min_size']} px, "
                    f"touching objects split {sizes['min_distance']} px apart, tracking radius {sizes['max_distance']} px")
     rule = f" (seeds: {sizes['seeds']}; foreground no seed reaches: {sizes['unseeded']})" if mode != "none" else ""
-    rank_zero_info(f"Splitting touching objects: {key} {sizes[key]:g}{rule} ({sizes['split']['source']})"
+    setting = (f"{key} {sizes[key]:g}" if sizes["split_fraction"] is None else
+               f"{key} {sizes['split_fraction']:g} x each image's own object diameter ({sizes[key]} px at the "
+               "training one)")
+    rank_zero_info(f"Splitting touching objects: {setting}{rule} ({sizes['split']['source']})"
                    + (f"; maps averaged over {sizes['tta']} flips/rotations" if sizes["tta"] > 1 else ""))
     return sizes
 
 
-def validation_fields(cfg: DictConfig, module, data_hp: dict, device) -> tuple[list, str]:
-    """The model's maps and the true objects of each annotated field of the checkpoint's validation split, and why
-    there are none when there are none."""
-    fields, reason = [], "no annotated objects in the validation split"
+# Training fields that tuning adds to the validation split (spread evenly over the split): enough for the rules that
+# need many fields (a split distance at each image's own scale), a bounded cost on datasets of hundreds of images
+TUNING_TRAINING_FIELDS = 16
+TUNE_ON = ("train+val", "val")
+
+
+def tuning_fields(cfg: DictConfig, module, data_hp: dict, device) -> tuple[list, str]:
+    """The model's maps and the true objects of the annotated fields that the split settings are tuned on
+    (``segmentation.tune_on``): the checkpoint's validation split, and with ``train+val`` (the default) up to
+    ``TUNING_TRAINING_FIELDS`` of its training fields too; with them, where they are (or why there are none)."""
+    tune_on = cfg.segmentation.get("tune_on", "train+val")
+    if tune_on not in TUNE_ON:
+        raise ValueError(f"segmentation.tune_on={tune_on!r}: use {' or '.join(TUNE_ON)}")
+    fields, counts = [], {"val": 0, "train": 0}
     try:
         datamodule = MicroscopyDataModule(**data_hp)
         datamodule.prepare_data()
-        samples = datamodule.find_samples()["val"]
+        splits = datamodule.find_samples()
+        training = splits["train"] if tune_on == "train+val" else []
+        if len(training) > TUNING_TRAINING_FIELDS:
+            training = [training[i] for i in np.linspace(0, len(training) - 1, TUNING_TRAINING_FIELDS).round().astype(int)]
         tile = cfg.tile_size or 2 * data_hp["patch_size"]
-        for sample in samples:
-            loaded = load_sample(sample, data_hp.get("normalization") or {}, "mask", data_hp.get("channel_axis", "auto"),
-                                 **datamodule.load_options)
-            if loaded.target is not None:
-                fields.append((_maps(module, loaded.source, tile, cfg, device),
-                               true_objects(loaded.target > 0, loaded.labels)))
+        for stage, samples in (("val", splits["val"]), ("train", training)):
+            for sample in samples:
+                loaded = load_sample(sample, data_hp.get("normalization") or {}, "mask",
+                                     data_hp.get("channel_axis", "auto"), **datamodule.load_options)
+                if loaded.target is not None:
+                    fields.append((_maps(module, loaded.source, tile, cfg, device),
+                                   true_objects(loaded.target > 0, loaded.labels)))
+                    counts[stage] += 1
     except (OSError, ImageReadError, ValueError) as error:
-        fields, reason = [], f"the validation split could not be read ({error})"
-    return fields, reason
+        return [], f"the {'training and ' if tune_on == 'train+val' else ''}validation split could not be read ({error})"
+    if not fields:
+        return [], f"no annotated objects in the {'training or ' if tune_on == 'train+val' else ''}validation split"
+    where = f"{counts['val']} validation field(s)" + (f" and {counts['train']} training field(s)" if counts["train"] else "")
+    return fields, where
 
 
 def tune_split_setting(cfg: DictConfig, module, sizes: dict, mode: str, fields: tuple[list, str],
                        given: bool = False) -> dict[str, Any]:
     """``seed_threshold`` (instance heads) or ``min_distance`` (a mask split by its distance transform, or an instance
-    head with ``seeds=shape``) tuned on ``fields``, the annotated fields of the checkpoint's validation split
-    (:func:`validation_fields`): the value with the best object F1 at IoU 0.5 there
+    head with ``seeds=shape``) tuned on ``fields``, the annotated fields of the checkpoint's validation split and by
+    default of its training split (:func:`tuning_fields`): the value with the best object F1 at IoU 0.5 there
     (:func:`stainless.metrics.objects.tune_split`), and with ``segmentation.unseeded=auto`` the rule for foreground
-    no seed reaches (at the ``given`` value when the setting was given). The default when that split is empty,
-    unannotated or no longer readable (the reason is in ``source``)."""
+    no seed reaches (at the ``given`` value when the setting was given). ``min_distance`` is tried as fractions of
+    the training annotations' diameter and, unless ``segmentation.diameter`` is given, as the same fractions of each
+    image's own diameter (``fraction`` in the result). The default when there are no such fields (the reason is in
+    ``source``)."""
     key = split_key(mode, sizes["seeds"])
     default = sizes[key]
+    image_fractions = ()
     if given:
         candidates = [default]
     elif key == "min_distance":
         scale = sizes["diameter"] or default / 0.3
         candidates = sorted({max(2, int(round(f * scale))) for f in SPLIT_FRACTIONS})
+        if cfg.segmentation.get("diameter", "auto") in (None, "auto"):
+            image_fractions = SPLIT_FRACTIONS
     else:
         candidates = list(SEED_RULES[sizes["seeds"]][1])
-    fields, reason = fields
+    fields, where = fields
     n_objects = sum(len(np.unique(truth)) - 1 for _, truth in fields)
     if not n_objects:
-        return {"key": key, "value": default,
+        reason = where if not fields else "no annotated objects in the tuning fields"
+        return {"key": key, "value": default, "fraction": None,
                 "source": f"segmentation.{key}={default:g} ({reason})" if given else f"default: {reason}"}
     tuned = tune_split(fields, mode, module.hparams.threshold, sizes["min_size"], candidates, default, sizes["seeds"],
-                       sizes["unseeded"])
-    on = f"the validation split, {len(fields)} field(s) with {n_objects} objects"
+                       sizes["unseeded"], image_fractions)
+    on = f"{where} with {n_objects} objects"
+    chosen = (f"{tuned['fraction']:g} x each image's own object diameter" if tuned["fraction"] is not None
+              else f"{tuned['value']:g}")
     tuned["source"] = (f"segmentation.{key}={default:g}" if given else
-                       f"tuned on {on}: object F1 {tuned['f1']:.3f} against {tuned['default_f1']:.3f} at the default "
-                       f"{default:g}")
+                       f"tuned on {on}: {chosen}, object F1 {tuned['f1']:.3f} against {tuned['default_f1']:.3f} at "
+                       f"the default {default:g}")
     if "unseeded_f1" in tuned:
         rule_f1 = tuned["unseeded_f1"]
         tuned["source"] += (f"; foreground no seed reaches: {tuned['unseeded']}, chosen {f'on {on}' if given else 'there'}"
                             " (object F1 " + ", ".join(f"{rule_f1[r]:.3f} to {r} it" for r in rule_f1) + ")")
-    if cfg.get("stage") == "val" and not cfg.get("input") and not cfg.get("videos"):
-        tuned["source"] += "; these are the images scored now, so their object scores are optimistic"
+    tuned_on = ("val", "train") if cfg.segmentation.get("tune_on", "train+val") == "train+val" else ("val",)
+    if cfg.get("stage") in tuned_on and not cfg.get("input") and not cfg.get("videos"):
+        tuned["source"] += "; these are images it was tuned on, so their object scores are optimistic"
     tuned["scores"] = {str(k): v for k, v in tuned["scores"].items()}
     return tuned
 
@@ -421,7 +461,7 @@ def analyse_videos(cfg: DictConfig, module, checkpoint: dict, out_dir: Path, dev
             pixel_size, module.hparams.threshold, sizes["min_size"], sizes["min_distance"],
             sizes["max_distance"], options.max_gap, options.min_track_fraction, cfg.batch_size,
             options.get("overlay_video", True), options.get("area_weight", 0.0), options.get("splitting", False),
-            sizes["seed_threshold"], sizes["seeds"], sizes["unseeded"],
+            sizes["seed_threshold"], sizes["seeds"], sizes["unseeded"], sizes["split_fraction"],
         )
         rows += r
         fits += f

@@ -126,9 +126,29 @@ def _label_the_rest(labels: np.ndarray, components: np.ndarray, unseeded: np.nda
     return labels.astype(np.int32, copy=False)
 
 
+def mask_diameter(mask: np.ndarray, min_size: int = 1) -> float | None:
+    """An image's own object scale: the median equivalent-disk diameter of the mask's connected parts of at least
+    ``min_size`` pixels (``None`` when there is none). Touching objects count as one part, so it leans large where
+    they touch; tuning weighs that (see :func:`tune_split`)."""
+    components = ndi.label(np.asarray(mask, bool))[0]
+    areas = np.bincount(components.ravel())[1:]
+    areas = areas[areas >= max(min_size, 1)]
+    return float(np.sqrt(4 * np.median(areas) / np.pi)) if len(areas) else None
+
+
+def split_distance(mask: np.ndarray, min_size: int, min_distance: int, split_fraction: float | None = None) -> int:
+    """The ``min_distance`` that splits this mask's touching objects: ``min_distance`` itself, or with
+    ``split_fraction`` that fraction of the image's own diameter (:func:`mask_diameter`; at least 2 pixels), for
+    fields imaged at another magnification than the training ones (``min_distance`` when the mask has no object)."""
+    if split_fraction is None:
+        return min_distance
+    diameter = mask_diameter(mask, min_size)
+    return min_distance if diameter is None else max(2, int(round(split_fraction * diameter)))
+
+
 def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.5, min_size: int = 20,
                      min_distance: int = 5, seed_threshold: float = 0.5, seeds: str = "threshold",
-                     unseeded: str = "keep") -> np.ndarray:
+                     unseeded: str = "keep", split_fraction: float | None = None) -> np.ndarray:
     """Instance labels from a segmenter's maps: ``maps[0]`` the foreground probability, ``maps[1]`` the learned
     instance map of ``mode`` (``boundary`` probability or normalised ``distance``; see ``stainless.data.instances``).
 
@@ -150,10 +170,14 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     distance map), and the seeds grow over that product (``seed_threshold`` is unused; the split setting is
     ``min_distance``). The mask's distance transform parts round objects by their outline; the learned map lowers it
     where annotated objects touch, so a flat contact, which the outline alone does not part, still does.
+
+    With ``split_fraction``, ``min_distance`` (no head, or ``seeds="shape"``) is that fraction of this image's own
+    object diameter instead (:func:`split_distance`).
     """
     maps = np.asarray(maps)
     if mode == "none" or maps.ndim == 2 or maps.shape[0] < 2:
-        return instances_from_mask((maps if maps.ndim == 2 else maps[0]) > threshold, min_size, min_distance)
+        mask = (maps if maps.ndim == 2 else maps[0]) > threshold
+        return instances_from_mask(mask, min_size, split_distance(mask, min_size, min_distance, split_fraction))
     if mode not in ("boundary", "distance"):
         raise ValueError(f"instances={mode!r}: use none, boundary or distance")
     check_seeds(seeds)
@@ -168,8 +192,8 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     components = ndi.label(mask)[0] if seeds == "shape" or unseeded == "keep" else None
     if seeds == "shape":  # the product's peaks, as instances_from_mask seeds the mask's distance transform
         landscape = -_distance_to_background(mask) * np.clip(1 - maps[1] if mode == "boundary" else maps[1], 0, 1)
-        peaks = tuple(peak_local_max(-landscape, min_distance=min_distance, labels=components,
-                                     exclude_border=False).T)
+        spacing = split_distance(maps[0] > threshold, min_size, min_distance, split_fraction)
+        peaks = tuple(peak_local_max(-landscape, min_distance=spacing, labels=components, exclude_border=False).T)
         markers = np.zeros(mask.shape, np.int32)
         markers[peaks] = np.arange(1, len(peaks[0]) + 1)
     elif seeds == "hmaxima":  # outside the mask the map counts as background, so a peak must rise h above it too
@@ -231,7 +255,8 @@ SPLIT_FRACTIONS = (0.15, 0.2, 0.3, 0.4, 0.5, 0.7)
 
 
 def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, threshold: float, min_size: int,
-               candidates: Sequence[float], default: float, seeds: str = "threshold", unseeded: str = "keep") -> dict:
+               candidates: Sequence[float], default: float, seeds: str = "threshold", unseeded: str = "keep",
+               image_fractions: Sequence[float] = ()) -> dict:
     """The split setting that parts annotated objects best, as StarDist tunes its thresholds on validation images:
     each candidate decodes every field, and the one with the highest object F1 at IoU 0.5 (true positives, false
     positives and misses pooled over the fields) wins; a tie goes to the candidate nearest ``default``.
@@ -248,31 +273,39 @@ def tune_split(fields: Sequence[tuple[np.ndarray, np.ndarray]], mode: str, thres
             :func:`decode_instances`); ``unseeded="auto"`` tunes each rule and takes the one with the higher F1 (a
             tie keeps): on Usiigaci dropping won on validation and on the test fields in all six runs, on DSB 2018
             keeping won on both in all three (BENCHMARKS.md, instance heads).
+        image_fractions: ``min_distance`` only: also try each of these fractions of every field's own object
+            diameter (``split_fraction`` of :func:`decode_instances`), for data whose fields differ in
+            magnification; a tie goes to the fixed distance, then to the fraction nearest 0.3.
 
     Returns:
-        ``{"key", "value", "f1" (of the value), "default", "default_f1", "scores": {candidate: f1}, "unseeded"}``;
+        ``{"key", "value", "fraction" (None: ``value`` pixels for every image), "f1" (of the choice), "default",
+        "default_f1", "scores": {candidate: f1} (a per-image candidate as "<fraction> x diameter"), "unseeded"}``;
         with ``auto`` also ``"unseeded_f1": {rule: best F1}``.
     """
     if unseeded == "auto" and mode != "none":
-        tuned = {rule: tune_split(fields, mode, threshold, min_size, candidates, default, seeds, rule)
+        tuned = {rule: tune_split(fields, mode, threshold, min_size, candidates, default, seeds, rule, image_fractions)
                  for rule in UNSEEDED_RULES}
         best = max(UNSEEDED_RULES, key=lambda rule: tuned[rule]["f1"])  # the first of equals: keep
         return {**tuned[best], "unseeded_f1": {rule: tuned[rule]["f1"] for rule in UNSEEDED_RULES}}
     unseeded = "keep" if mode == "none" else check_unseeded(unseeded)  # no head: no seeds, nothing unseeded
     key = split_key(mode, seeds)
+    fractions = tuple(image_fractions) if key == "min_distance" else ()
+    settings = [(value, None) for value in dict.fromkeys([*candidates, default])] + [(default, f) for f in fractions]
     scores = {}
-    for value in dict.fromkeys([*candidates, default]):
+    for value, fraction in settings:
         tp = fp = fn = 0
         # the candidate is one of the two split settings; the other is unused by this mode's decoding
         min_distance, seed_threshold = (int(value), 0.5) if key == "min_distance" else (5, float(value))
         for maps, truth in fields:
-            labels = decode_instances(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded)
+            labels = decode_instances(maps, mode, threshold, min_size, min_distance, seed_threshold, seeds, unseeded,
+                                      fraction)
             counts = match_objects(truth, labels, (0.5,))["by_threshold"][0.5]
             tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
-        scores[value] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-    best = max(scores, key=lambda v: (scores[v], -abs(v - default)))
-    return {"key": key, "value": best, "f1": scores[best], "default": default, "default_f1": scores[default],
-            "scores": scores, "unseeded": unseeded}
+        scores[value, fraction] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    best = max(scores, key=lambda s: (scores[s], s[1] is None, -abs(s[0] - default) if s[1] is None else -abs(s[1] - 0.3)))
+    return {"key": key, "value": best[0], "fraction": best[1], "f1": scores[best], "default": default,
+            "default_f1": scores[default, None], "unseeded": unseeded,
+            "scores": {(v if f is None else f"{f:g} x diameter"): f1 for (v, f), f1 in scores.items()}}
 
 
 def overlaps(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

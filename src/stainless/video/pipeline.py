@@ -22,7 +22,7 @@ def analyse_video(
     pixel_size: float | None = None, threshold: float = 0.5, min_size: int = 30, min_distance: int = 7,
     max_distance: float = 15.0, max_gap: int = 2, min_track_fraction: float = 0.8, batch_size: int = 8,
     overlay_video: bool = True, area_weight: float = 0.0, splitting: bool = False, seed_threshold: float = 0.5,
-    seeds: str = "threshold", unseeded: str = "keep",
+    seeds: str = "threshold", unseeded: str = "keep", split_fraction: float | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Segment, track, measure and fit one video; returns (rows per cell per frame, fits per cell).
 
@@ -44,7 +44,8 @@ def analyse_video(
     shape: tuple[int, int] = (0, 0)
 
     def split_and_measure(maps: np.ndarray, t: int) -> tuple[tuple[int, int], list[dict]]:
-        labels = decode_instances(maps, instances, threshold, min_size, min_distance, seed_threshold, seeds, unseeded)
+        labels = decode_instances(maps, instances, threshold, min_size, min_distance, seed_threshold, seeds, unseeded,
+                                  split_fraction)
         np.save(parked / f"{t}.npy", labels)
         return labels.shape, measure(labels, pixel_size)
 

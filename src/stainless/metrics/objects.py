@@ -192,7 +192,7 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     components = ndi.label(mask)[0] if seeds == "shape" or unseeded == "keep" else None
     if seeds == "shape":  # the product's peaks, as instances_from_mask seeds the mask's distance transform
         landscape = -_distance_to_background(mask) * np.clip(1 - maps[1] if mode == "boundary" else maps[1], 0, 1)
-        spacing = split_distance(maps[0] > threshold, min_size, min_distance, split_fraction)
+        spacing = split_distance(mask, min_size, min_distance, split_fraction)
         peaks = tuple(peak_local_max(-landscape, min_distance=spacing, labels=components, exclude_border=False).T)
         markers = np.zeros(mask.shape, np.int32)
         markers[peaks] = np.arange(1, len(peaks[0]) + 1)

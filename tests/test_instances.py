@@ -438,6 +438,12 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
         assert baseline_spacing and {a[2:] for a in baseline_spacing} == {(expected, fraction)}
     assert sizes["min_distance"] != 3 and shaped["object_sizes"]["seed_threshold"] == 0.5  # unused by this rule
     assert "0.5 x each image's own object diameter" in shaped["object_sizes"]["split"]["source"]
+    # the report says how cells were split: the setting at each image's scale, the seed rules and where they came from
+    report = (Path(shaped["output_dir"]) / "report.md").read_text()
+    said = report.split("## How touching cells were split\n\n", 1)[1].split("\n")[0]
+    assert said.startswith(f"min_distance 0.5 x each image's own object diameter ({expected} px at the training one) "
+                           "(seeds: shape; foreground no seed reaches: ")
+    assert "(tuned on 1 validation field(s) and 4 training field(s)" in said
     monkeypatch.setattr(segmentation, "tune_split", tune)
     monkeypatch.setattr(segmentation, "split_distance", split_distance)
     with pytest.raises(ValueError, match=r"segmentation.tune_on='test': use train\+val or val"):

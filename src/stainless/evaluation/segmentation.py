@@ -224,19 +224,25 @@ def object_sizes(cfg: DictConfig, module, data_hp: dict | None = None, device=No
         seeds_f1 = sizes["split"]["seeds_f1"] = {rule: tried[rule]["split"]["f1"] for rule in rules}
         sizes["split"]["source"] += (f"; seeds: {best}, chosen on the same fields (object F1 "
                                      + ", ".join(f"{seeds_f1[r]:.3f} with {r}" for r in rules) + ")")
-    key = sizes["split"]["key"]
     if sizes["unseeded"] == "auto":  # not tuned (no head, tuning off, no annotated field): keep
         sizes["unseeded"] = sizes["split"].get("unseeded", "keep")
     diameter = f"diameter {sizes['diameter']:.1f} px" if sizes["diameter"] else "no diameter"
     rank_zero_info(f"Object scale: {diameter} from {sizes['source']}; smallest object {sizes['min_size']} px, "
                    f"touching objects split {sizes['min_distance']} px apart, tracking radius {sizes['max_distance']} px")
-    rule = f" (seeds: {sizes['seeds']}; foreground no seed reaches: {sizes['unseeded']})" if mode != "none" else ""
-    setting = (f"{key} {sizes[key]:g}" if sizes["split_fraction"] is None else
-               f"{key} {sizes['split_fraction']:g} x each image's own object diameter ({sizes[key]} px at the "
-               "training one)")
-    rank_zero_info(f"Splitting touching objects: {setting}{rule} ({sizes['split']['source']})"
+    rank_zero_info(f"Splitting touching objects: {split_setting(sizes, mode)}"
                    + (f"; maps averaged over {sizes['tta']} flips/rotations" if sizes["tta"] > 1 else ""))
     return sizes
+
+
+def split_setting(sizes: dict[str, Any], mode: str) -> str:
+    """How touching objects are split (from :func:`object_sizes`), in words: the setting, the seed rules of an
+    instance head, and where the setting came from."""
+    key = sizes["split"]["key"]
+    setting = (f"{key} {sizes[key]:g}" if sizes.get("split_fraction") is None else
+               f"{key} {sizes['split_fraction']:g} x each image's own object diameter ({sizes[key]} px at the "
+               "training one)")
+    rule = f" (seeds: {sizes['seeds']}; foreground no seed reaches: {sizes['unseeded']})" if mode != "none" else ""
+    return f"{setting}{rule} ({sizes['split']['source']})"
 
 
 # Training fields that tuning adds to the validation split (spread evenly over the split): enough for the rules that
@@ -566,7 +572,11 @@ def evaluate_segmenter(cfg: DictConfig, module, checkpoint: dict, out_dir: Path,
         summary["verdict"] = {k: judged[k] for k in ("line", "losses", "beats_all")}
         if "object_f1" in summary["metrics"].get("model", {}):
             errors = errors_section(summary, summary["_rows"])
-        report = report_segmentation(out_dir, summary, cfg, [verdict_section(judged)] + ([errors] if errors else []))
+        split = ("How touching cells were split",
+                 [f"{split_setting(summary['object_sizes'], summary['instances'])}. The same setting splits the "
+                  "baselines' masks."])
+        report = report_segmentation(out_dir, summary, cfg,
+                                     [verdict_section(judged)] + ([errors] if errors else []) + [split])
     summary.update(checkpoint=str(Path(cfg.ckpt_path).resolve()), output_dir=str(out_dir),
                    duration_s=round(time.time() - started, 1))
     write_json(out_dir / "summary.json", summary)

@@ -393,7 +393,11 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     assert ", chosen on 1 validation field(s) with " in summary["object_sizes"]["split"]["source"]
     assert summary["object_sizes"]["split"]["scores"].keys() == {"0.35"} and used and set(used) == {0.35}
     rules.clear()
-    kept = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.tune=false", run="untuned"))
+    kept = evaluate(cfg_eval(f"ckpt_path={ckpt}", "report=markdown", "segmentation.tune=false", "baselines=false",
+                             run="untuned"))
+    said = (Path(kept["output_dir"]) / "report.md").read_text().split("## How touching cells were split\n\n")[1]
+    assert said.startswith("seed_threshold 0.5 (seeds: threshold; foreground no seed reaches: keep) (default (tuning "
+                           "off)).\n")  # no baselines: none said to be split
     assert kept["object_sizes"]["unseeded"] == "keep" and set(rules) == {"keep"}  # auto without tuning: keep
     assert kept["object_sizes"]["seeds"] == "threshold" and "seeds_f1" not in kept["object_sizes"]["split"]
     # seeds=auto (the default): threshold and shape each tuned on validation, the better object F1 decodes
@@ -444,6 +448,7 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     assert said.startswith(f"min_distance 0.5 x each image's own object diameter ({expected} px at the training one) "
                            "(seeds: shape; foreground no seed reaches: ")
     assert "(tuned on 1 validation field(s) and 4 training field(s)" in said
+    assert said.endswith(". The baselines' masks are split the same way.")
     monkeypatch.setattr(segmentation, "tune_split", tune)
     monkeypatch.setattr(segmentation, "split_distance", split_distance)
     with pytest.raises(ValueError, match=r"segmentation.tune_on='test': use train\+val or val"):

@@ -572,9 +572,9 @@ def evaluate_segmenter(cfg: DictConfig, module, checkpoint: dict, out_dir: Path,
         summary["verdict"] = {k: judged[k] for k in ("line", "losses", "beats_all")}
         if "object_f1" in summary["metrics"].get("model", {}):
             errors = errors_section(summary, summary["_rows"])
-        split = ("How touching cells were split",
-                 [f"{split_setting(summary['object_sizes'], summary['instances'])}. The same setting splits the "
-                  "baselines' masks."])
+        split = ("How touching cells were split", [split_setting(summary["object_sizes"], summary["instances"]) + "."
+                                                   + (" The baselines' masks are split the same way." if cfg.baselines
+                                                      else "")])
         report = report_segmentation(out_dir, summary, cfg,
                                      [verdict_section(judged)] + ([errors] if errors else []) + [split])
     summary.update(checkpoint=str(Path(cfg.ckpt_path).resolve()), output_dir=str(out_dir),

@@ -480,6 +480,14 @@ def test_instance_option_through_train_evaluate_video_and_export(cfg_train, cfg_
     assert vsum["object_sizes"]["split"]["scores"].keys() == {str(d) for d in SEED_DEPTHS}
     assert vsum["object_sizes"]["unseeded"] == "drop" and kept["object_sizes"]["unseeded"] == "keep"
     assert len(frames) == 4 and set(frames) == {("hmaxima", 0.3, "drop", None)}
+    # a split distance at each image's own scale splits each frame at its own
+    frames.clear()
+    monkeypatch.setattr(segmentation, "tune_split", lambda *a, **k: {**tune(*a, **k), "fraction": 0.5})
+    scaled = evaluate(cfg_eval(f"ckpt_path={ckpt}", f"videos={{A:{videos / 'UREA.tif'}}}", "segmentation.seeds=shape",
+                               "segmentation.overlay_video=false", run="video_scaled"))
+    assert scaled["object_sizes"]["split_fraction"] == 0.5 and len(frames) == 4
+    assert {(rule, fraction) for rule, _, _, fraction in frames} == {("shape", 0.5)}
+    monkeypatch.setattr(segmentation, "tune_split", tune)
     package = tmp_path / "boundary.zip"
     cfg_export = run_config_factory("export", tmp_path, "export")
     result = export(cfg_export(f"ckpt_path={ckpt}", "format=bioimageio", f"output={package}"))

@@ -15,13 +15,15 @@ from skimage.segmentation import relabel_sequential, watershed
 IOU_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
-def instances_from_mask(mask: np.ndarray, min_size: int = 20, min_distance: int = 5) -> np.ndarray:
+def instances_from_mask(mask: np.ndarray, min_size: int = 20, min_distance: int = 5,
+                        split_fraction: float | None = None) -> np.ndarray:
     """Instance labels from a binary mask; touching objects split by a distance-transform watershed.
 
     Args:
         mask: boolean (H, W) foreground.
         min_size: objects smaller than this (pixels) are dropped.
         min_distance: minimum distance between object centres (pixels); about a cell radius.
+        split_fraction: instead, that fraction of the mask's own object diameter (see :func:`split_distance`).
     """
     components, n = ndi.label(np.asarray(mask, bool))
     if min_size > 1:  # remove_small_objects, on the components already labelled (numbered as a new labelling would)
@@ -31,6 +33,7 @@ def instances_from_mask(mask: np.ndarray, min_size: int = 20, min_distance: int 
         n = int(keep.sum())
     if n == 0:
         return np.zeros(components.shape, np.int32)
+    min_distance = _scaled_distance(components, min_distance, split_fraction)  # the parts just labelled: no relabel
     mask = components > 0
     distance = _distance_to_background(mask)
     peaks = tuple(_peaks_per_component(distance, components, n, min_distance).T)
@@ -126,11 +129,12 @@ def _label_the_rest(labels: np.ndarray, components: np.ndarray, unseeded: np.nda
     return labels.astype(np.int32, copy=False)
 
 
-def mask_diameter(mask: np.ndarray, min_size: int = 1) -> float | None:
+def mask_diameter(mask: np.ndarray, min_size: int = 1, components: np.ndarray | None = None) -> float | None:
     """An image's own object scale: the median equivalent-disk diameter of the mask's connected parts of at least
-    ``min_size`` pixels (``None`` when there is none). Touching objects count as one part, so it leans large where
-    they touch; tuning weighs that (see :func:`tune_split`)."""
-    components = ndi.label(np.asarray(mask, bool))[0]
+    ``min_size`` pixels (``None`` when there is none), or of ``components``, those parts already labelled. Touching
+    objects count as one part, so it leans large where they touch; tuning weighs that (see :func:`tune_split`)."""
+    if components is None:
+        components = ndi.label(np.asarray(mask, bool))[0]
     areas = np.bincount(components.ravel())[1:]
     areas = areas[areas >= max(min_size, 1)]
     return float(np.sqrt(4 * np.median(areas) / np.pi)) if len(areas) else None
@@ -142,7 +146,15 @@ def split_distance(mask: np.ndarray, min_size: int, min_distance: int, split_fra
     fields imaged at another magnification than the training ones (``min_distance`` when the mask has no object)."""
     if split_fraction is None:
         return min_distance
-    diameter = mask_diameter(mask, min_size)
+    return _scaled_distance(ndi.label(np.asarray(mask, bool))[0], min_distance, split_fraction, min_size)
+
+
+def _scaled_distance(components: np.ndarray, min_distance: int, split_fraction: float | None,
+                     min_size: int = 1) -> int:
+    """:func:`split_distance` of a mask whose parts are labelled already (``components``)."""
+    if split_fraction is None:
+        return min_distance
+    diameter = mask_diameter(None, min_size, components)
     return min_distance if diameter is None else max(2, int(round(split_fraction * diameter)))
 
 
@@ -176,8 +188,8 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     """
     maps = np.asarray(maps)
     if mode == "none" or maps.ndim == 2 or maps.shape[0] < 2:
-        mask = (maps if maps.ndim == 2 else maps[0]) > threshold
-        return instances_from_mask(mask, min_size, split_distance(mask, min_size, min_distance, split_fraction))
+        return instances_from_mask((maps if maps.ndim == 2 else maps[0]) > threshold, min_size, min_distance,
+                                   split_fraction)
     if mode not in ("boundary", "distance"):
         raise ValueError(f"instances={mode!r}: use none, boundary or distance")
     check_seeds(seeds)
@@ -192,7 +204,7 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     components = ndi.label(mask)[0] if seeds == "shape" or unseeded == "keep" else None
     if seeds == "shape":  # the product's peaks, as instances_from_mask seeds the mask's distance transform
         landscape = -_distance_to_background(mask) * np.clip(1 - maps[1] if mode == "boundary" else maps[1], 0, 1)
-        spacing = split_distance(mask, min_size, min_distance, split_fraction)
+        spacing = _scaled_distance(components, min_distance, split_fraction)  # parts of at least min_size
         peaks = tuple(peak_local_max(-landscape, min_distance=spacing, labels=components, exclude_border=False).T)
         markers = np.zeros(mask.shape, np.int32)
         markers[peaks] = np.arange(1, len(peaks[0]) + 1)

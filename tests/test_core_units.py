@@ -129,6 +129,13 @@ def test_peaks_per_component_equal_scikit_image_peak_local_max(monkeypatch):
             expected = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
             assert np.array_equal(objects._peaks_per_component(distance, components, n, min_distance), expected)
     assert components_seen > 300
+    # no background at all (a field inside a confluent sheet): scikit-image's peaks too
+    full = np.ones((12, 17), bool)
+    components, n = ndi.label(full)
+    distance = objects._distance_to_background(full)
+    for min_distance in (1, 3):
+        expected = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
+        assert np.array_equal(objects._peaks_per_component(distance, components, n, min_distance), expected)
     # cells apart, as in a video frame: every component settled by the fast path, scikit-image not called
     calls.clear()
     yy, xx = np.mgrid[:80, :100]

@@ -140,13 +140,63 @@ def test_hmaxima_seeds_part_cells_whose_map_stays_high_at_the_contact():
     assert decode_instances(low_peaks, "distance", 0.5, 5, seed_threshold=0.08, seeds="hmaxima").max() == 2
     # a boundary map: troughs 0 inside each cell, 0.3 along their contact
     rims = np.stack([mask, 1 - _cones(labels, neck=0.7)])
-    assert decode_instances(rims, "boundary", 0.5, 5, seed_threshold=0.2, seeds="hmaxima").max() == 2
+    troughs = decode_instances(rims, "boundary", 0.5, 5, seed_threshold=0.2, seeds="hmaxima", unseeded="drop")
+    assert match_objects(labels, troughs, (0.5,))["by_threshold"][0.5]["f1"] == 1.0  # seeded in the troughs
     assert decode_instances(rims, "boundary", 0.5, 5, seed_threshold=0.5).max() == 1
     with pytest.raises(ValueError, match=r"segmentation.seeds='peaks': use threshold, hmaxima or shape"):
         decode_instances(high, "distance", 0.5, 5, seeds="peaks")
     # tuning searches depths with this rule: 0.2 parts the pair, 0.3 and deeper do not
     tuned = tune_split([(high, labels)], "distance", 0.5, 5, SEED_DEPTHS, default=0.2, seeds="hmaxima")
     assert tuned["value"] == 0.2 and tuned["f1"] == 1.0 and tuned["scores"][0.3] == pytest.approx(2 / 3)
+
+
+def test_hmaxima_seeds_an_isolated_cell_whose_map_peaks_low():
+    # a lone cell whose map stays between 0.25 and 0.4: 0.15 deep inside the cell, but outside the mask the map
+    # counts as background (0), so its peak stands 0.4 above that and is seeded at a depth of 0.2
+    yy, xx = np.mgrid[:40, :40]
+    labels = (np.hypot(yy - 20, xx - 20) < 9).astype(np.int32)
+    low = np.where(labels > 0, 0.25 + 0.15 * instance_target(labels, "distance"), 0).astype(np.float32)
+    maps = np.stack([(labels > 0).astype(np.float32), low])
+    found = decode_instances(maps, "distance", 0.5, 5, seed_threshold=0.2, seeds="hmaxima", unseeded="drop")
+    assert match_objects(labels, found, (0.5,))["by_threshold"][0.5]["f1"] == 1.0
+
+
+@pytest.mark.parametrize("mode", ["boundary", "distance"])
+def test_seeds_grow_over_the_learned_map_up_to_its_contact_line(mode):
+    # a rod of two objects touching at columns 37 | 38; the boundary map climbs slowly from the left core (0 up to
+    # column 17) and steeply from the right one (0 from column 45): the cores stand 10 and 3 columns from the
+    # contact, so only flooding over the map (not the distance between seeds) puts the cut on the contact
+    labels = np.zeros((16, 64), np.int32)
+    labels[3:13, 2:38], labels[3:13, 38:62] = 1, 2
+    cols = np.arange(64, dtype=np.float32)
+    rim = np.where(cols <= 37, np.clip((cols - 17) / 20, 0, 1), np.clip((45 - cols) / 7, 0, 1))
+    rim = np.broadcast_to(rim, labels.shape)
+    learned = rim if mode == "boundary" else 1 - rim  # the distance map: low at the contact, high in the cores
+    maps = np.stack([(labels > 0).astype(np.float32), np.where(labels > 0, learned, 0).astype(np.float32)])
+    found = decode_instances(maps, mode, 0.5, 5, seed_threshold=0.5)
+    assert found.max() == 2
+    np.testing.assert_array_equal(found, labels)  # every pixel on its own side of the contact
+
+
+def test_a_seed_smaller_than_the_smallest_object_is_dropped_not_given_to_another():
+    # two separate cells: the left with a core, the right whose map passes the level in 3 pixels only (a speck)
+    labels = np.zeros((20, 50), np.int32)
+    labels[4:16, 4:18], labels[4:16, 30:44] = 1, 2
+    maps = np.stack([(labels > 0).astype(np.float32), np.where(labels == 1, 0.9, 0.2).astype(np.float32)])
+    maps[1, 9, 35:38] = 0.9
+    kept = decode_instances(maps, "distance", 0.5, 20, seed_threshold=0.5)
+    np.testing.assert_array_equal(kept, labels)  # the speck's cell is a part without a seed: its own label
+    dropped = decode_instances(maps, "distance", 0.5, 20, seed_threshold=0.5, unseeded="drop")
+    np.testing.assert_array_equal(dropped, labels == 1)
+
+
+def test_shape_seeds_find_each_part_of_the_mask_even_close_or_at_the_border():
+    # three parts: two whose peaks are closer than min_distance, one cut by the image's edge; each has its own peak
+    labels = np.zeros((30, 40), np.int32)
+    labels[5:15, 5:15], labels[5:15, 18:28], labels[20:30, 30:40] = 1, 2, 3  # peaks 13-14 px apart
+    maps = np.stack([(labels > 0).astype(np.float32), (labels > 0).astype(np.float32)])
+    found = decode_instances(maps, "distance", 0.5, 5, min_distance=16, seeds="shape", unseeded="drop")
+    assert match_objects(labels, found, (0.5,))["by_threshold"][0.5]["f1"] == 1.0
 
 
 def test_shape_seeds_weight_the_outline_by_the_learned_map():
@@ -232,6 +282,17 @@ def _dumbbell(size: int, radius: float, gap: float, halves: bool) -> np.ndarray:
     return labels
 
 
+def test_the_mask_watershed_cuts_touching_cells_at_their_neck():
+    # a large and a small disk overlapping: the cut must follow the waist between them (the circles cross at column
+    # 34.7), flooding down from each centre
+    yy, xx = np.mgrid[:40, :64]
+    big, small = np.hypot(yy - 20, xx - 22) < 14, np.hypot(yy - 20, xx - 40) < 8
+    labels = np.where(big & (xx <= 34), 1, 0) + np.where(small & ~(big & (xx <= 34)), 2, 0)
+    found = instances_from_mask(big | small, min_size=20, min_distance=5)
+    matched = match_objects(labels, found, (0.5,))
+    assert matched["n_pred"] == 2 and all(iou > 0.9 for _, _, iou in matched["pairs"]), matched["pairs"]
+
+
 def test_a_split_distance_at_each_images_own_scale_is_tuned_when_fields_differ_in_magnification():
     # a small field whose waisted pair is two cells (centres 12 px apart) and a field at three times the scale whose
     # shallow pair is one (centres 24 px apart): no one distance splits the first and keeps the second, half of each
@@ -257,6 +318,11 @@ def test_a_split_distance_at_each_images_own_scale_is_tuned_when_fields_differ_i
     shaped = np.stack([fields[0][0][0], np.ones_like(fields[0][0][0])])
     assert decode_instances(shaped, "distance", 0.5, 5, min_distance=20, seeds="shape", split_fraction=0.5).max() == 2
     assert decode_instances(shaped, "distance", 0.5, 5, min_distance=20, seeds="shape").max() == 1
+    # with the unseeded rule tuned too (segmentation.unseeded=auto), each rule is tuned over the per-image scales
+    shape_fields = [(np.stack([maps[0], np.ones_like(maps[0])]), truth) for maps, truth in fields]
+    auto = tune_split(shape_fields, "distance", 0.5, 5, (4, 8, 20, 30), default=20, seeds="shape", unseeded="auto",
+                      image_fractions=SPLIT_FRACTIONS)
+    assert auto["key"] == "min_distance" and auto["fraction"] == 0.5 and auto["f1"] == 1.0
     level = tune_split(fields, "distance", 0.5, 5, SEED_THRESHOLDS, 0.5, image_fractions=SPLIT_FRACTIONS)
     assert level["fraction"] is None and not any("diameter" in str(k) for k in level["scores"])
 

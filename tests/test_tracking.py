@@ -47,6 +47,20 @@ def test_splitting_records_the_parent():
     daughters = {d["cell"] for d in tracked[3]}
     assert len(daughters) == 2 and mother not in daughters
     assert all(d["parent"] == mother for d in tracked[3])
+    assert tracked[0][0]["parent"] == tracked[1][0]["parent"] == 0  # the mother has none
+
+
+def test_a_division_reaches_the_ctc_lineage(tmp_path):
+    frames = [[(30, 30)], [(30, 31)], [(26, 31), (34, 31)], [(24, 31), (36, 31)]]
+    tracked = track(_dets(frames), max_distance=6, max_gap=0, splitting=True)
+    yy, xx = np.mgrid[:64, :64]
+    outputs = TrackOutputs(tmp_path, tracked, (64, 64), None)
+    for t, cells in enumerate(tracked):
+        outputs.write(t, sum((np.hypot(yy - c["y"], xx - c["x"]) < 2) * c["label"] for c in cells).astype(np.int32))
+    outputs.close()
+    mother, daughters = tracked[0][0]["cell"], sorted(d["cell"] for d in tracked[3])
+    lines = sorted((tmp_path / "ctc" / "res_track.txt").read_text().strip().split("\n"))
+    assert lines == sorted([f"{mother} 0 1 0", *(f"{d} 2 3 {mother}" for d in daughters)])  # L B E P
 
 
 def _moving_disks(n_frames=6, size=48):
@@ -96,6 +110,10 @@ def test_track_files_for_napari_and_ctc(tmp_path):
     labels = tifffile.imread(folder / "labels.tif")
     assert labels.shape == stack.shape and set(np.unique(labels)) == {0, 1, 2}
     assert pixel_size(folder / "labels.tif") == pytest.approx(0.5)
+    with tifffile.TiffFile(folder / "labels.tif") as tif:  # both axes calibrated, in µm, for napari and Fiji
+        ome = tif.ome_metadata
+    for key in ('PhysicalSizeX="0.5"', 'PhysicalSizeY="0.5"', 'PhysicalSizeXUnit="µm"', 'PhysicalSizeYUnit="µm"'):
+        assert key in ome, key
     assert (folder / "ctc" / "res_track.txt").is_file() and len(list((folder / "ctc").glob("mask*.tif"))) == 6
     write_ctc(tmp_path / "gt" / "TRA", stack, None, "man_track", "man_track.txt")
     assert score_tracking(folder / "ctc", tmp_path / "gt")["TRA"] == pytest.approx(1.0)

@@ -41,7 +41,8 @@ def test_lpips_absent_is_skipped_with_one_message(tmp_path, monkeypatch):
     assert not scorer.available
     pred = torch.rand(1, 1, 32, 32)
     assert scorer.distance(pred, pred) is None
-    assert "lpips" not in per_image_metrics(pred, pred, scorer)
+    rows = per_image_metrics(pred, pred, scorer)
+    assert rows and all("lpips" not in row and "ssim" in row for row in rows)
     assert "lpips" not in image_maps(pred, pred, scorer)
 
 
@@ -58,6 +59,21 @@ def test_lpips_present_uses_the_trunk_file(tmp_path):
     spatial = scorer.spatial_map(pred, other)
     assert spatial.shape == (2, 1, 64, 64)
     assert "lpips" in ImageMetrics(scorer).keys()
+    # images in [0, 1] are handed to LPIPS in its [-1, 1], each channel as grey RGB
+    scorer.model.spatial = False  # the mean per image, as distance() asks
+    with torch.no_grad():
+        expected = scorer.model(2 * pred.repeat(1, 3, 1, 1) - 1, 2 * other.repeat(1, 3, 1, 1) - 1).flatten()
+    assert torch.allclose(different, expected, atol=1e-6)
+    two = torch.cat([pred, pred.flip(-1)], 1), torch.cat([other, other.flip(-2)], 1)  # two channels: their mean
+    per_channel = [scorer.distance(two[0][:, c : c + 1], two[1][:, c : c + 1]) for c in (0, 1)]
+    assert torch.allclose(scorer.distance(*two), (per_channel[0] + per_channel[1]) / 2, atol=1e-6)
+    assert [row["lpips"] for row in per_image_metrics(pred, other, scorer)] == pytest.approx(different.tolist())
+    assert torch.equal(image_maps(pred, other, scorer)["lpips"], spatial)
+    # as a loss: gradients reach the prediction, never the frozen LPIPS network
+    guess = pred.clone().requires_grad_(True)
+    scorer.differentiable(guess, other).sum().backward()
+    assert guess.grad is not None and guess.grad.abs().sum() > 0
+    assert not any(p.requires_grad or p.grad is not None for p in scorer.model.parameters())
 
 
 class Pointwise(nn.Module):

@@ -164,8 +164,8 @@ def test_hmaxima_seeds_an_isolated_cell_whose_map_peaks_low():
 @pytest.mark.parametrize("mode", ["boundary", "distance"])
 def test_seeds_grow_over_the_learned_map_up_to_its_contact_line(mode):
     # a rod of two objects touching at columns 37 | 38; the boundary map climbs slowly from the left core (0 up to
-    # column 17) and steeply from the right one (0 from column 45): the cores stand 10 and 3 columns from the
-    # contact, so only flooding over the map (not the distance between seeds) puts the cut on the contact
+    # column 17) and steeply from the right one (0 from column 45): the cores (map below 0.5) end 11 and 4 columns
+    # from the contact, so only flooding over the map (not the distance between seeds) puts the cut on the contact
     labels = np.zeros((16, 64), np.int32)
     labels[3:13, 2:38], labels[3:13, 38:62] = 1, 2
     cols = np.arange(64, dtype=np.float32)

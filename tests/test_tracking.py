@@ -40,9 +40,12 @@ def test_area_change_enters_the_cost_when_weighted():
     assert tracked[1][1]["cell"] == tracked[0][0]["cell"] != tracked[1][0]["cell"]
 
 
+# one cell, then its two daughters moving apart
+_DIVIDING = [[(30, 30)], [(30, 31)], [(26, 31), (34, 31)], [(24, 31), (36, 31)]]
+
+
 def test_splitting_records_the_parent():
-    frames = [[(30, 30)], [(30, 31)], [(26, 31), (34, 31)], [(24, 31), (36, 31)]]
-    tracked = track(_dets(frames), max_distance=6, max_gap=0, splitting=True)
+    tracked = track(_dets(_DIVIDING), max_distance=6, max_gap=0, splitting=True)
     mother = tracked[0][0]["cell"]
     daughters = {d["cell"] for d in tracked[3]}
     assert len(daughters) == 2 and mother not in daughters
@@ -51,8 +54,7 @@ def test_splitting_records_the_parent():
 
 
 def test_a_division_reaches_the_ctc_lineage(tmp_path):
-    frames = [[(30, 30)], [(30, 31)], [(26, 31), (34, 31)], [(24, 31), (36, 31)]]
-    tracked = track(_dets(frames), max_distance=6, max_gap=0, splitting=True)
+    tracked = track(_dets(_DIVIDING), max_distance=6, max_gap=0, splitting=True)
     yy, xx = np.mgrid[:64, :64]
     outputs = TrackOutputs(tmp_path, tracked, (64, 64), None)
     for t, cells in enumerate(tracked):

@@ -10,11 +10,12 @@ Data (read where they lie, ``../shared/data``): ``dsb2018`` (DSB 2018 stage-1 su
 
 Run from the repository root: ``.venv/bin/python benchmarks/instance_heads.py [--epochs 5] [--seeds 0,1,2]
 [--only dsb2018,usiigaci] [--modes none,boundary,distance] [--tta N] [--set KEY=VALUE ...] [--eval-set KEY=VALUE ...]
-[--work DIR] [--record NAME]``
+[--ensemble] [--work DIR] [--record NAME]``
 (``--work`` keeps the training runs and reuses those trained with the same ``--epochs``, ``--samples-per-epoch`` and
 ``--set``: a change of decoding is re-scored without retraining; ``--record instance_heads_long`` keeps a longer run
 beside the default record; ``--set`` adds training overrides, e.g. ``--set data.patch_size=256``, and ``--eval-set``
-evaluation overrides, e.g. ``--eval-set segmentation.seeds=hmaxima``, both recorded with the results)
+evaluation overrides, e.g. ``--eval-set segmentation.seeds=hmaxima``, both recorded with the results; ``--ensemble``
+also scores each mode's seeds as one model, their maps averaged)
 """
 
 from __future__ import annotations
@@ -50,10 +51,30 @@ def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, 
         train(name, mode, seed, epochs, samples, run_dir, root, overrides)
         kept.write_text(json.dumps(settings))
     summary = json.loads((run_dir / "summary.json").read_text())
+    evaluation = evaluate_checkpoints([run_dir / "checkpoints" / "last.ckpt"], eval_dir, root, tta, eval_overrides)
+    return scores_of(name, mode, f"seed {seed}", summary, evaluation)
+
+
+def evaluate_checkpoints(checkpoints: list[Path], eval_dir: Path, root: Path, tta: int | None,
+                         eval_overrides: tuple[str, ...]) -> dict:
+    """``evaluate.py``'s summary of one checkpoint, or of several as an ensemble (their maps averaged)."""
     shutil.rmtree(eval_dir, ignore_errors=True)
-    run([str(ROOT / "evaluate.py"), f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={eval_dir}",
-         "report=markdown", *([f"segmentation.tta={tta}"] if tta else []), *eval_overrides], cwd=root)
-    return scores_of(name, mode, seed, summary, json.loads((eval_dir / "summary.json").read_text()))
+    ckpt = str(checkpoints[0]) if len(checkpoints) == 1 else "[" + ",".join(map(str, checkpoints)) + "]"
+    run([str(ROOT / "evaluate.py"), f"ckpt_path={ckpt}", f"hydra.run.dir={eval_dir}", "report=markdown",
+         *([f"segmentation.tta={tta}"] if tta else []), *eval_overrides], cwd=root)
+    return json.loads((eval_dir / "summary.json").read_text())
+
+
+def score_ensemble(name: str, mode: str, seeds: list[int], root: Path, tta: int | None,
+                   eval_overrides: tuple[str, ...]) -> dict:
+    """The seeds' checkpoints evaluated as one model (``ckpt_path=[...]``); steps and training time summed."""
+    runs = [root / f"{name}_{mode}_{seed}_train" for seed in seeds]
+    evaluation = evaluate_checkpoints([r / "checkpoints" / "last.ckpt" for r in runs], root / f"{name}_{mode}_ensemble_eval",
+                                      root, tta, eval_overrides)
+    summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+    combined = {"global_step": sum(s["global_step"] for s in summaries),
+                "duration_s": round(sum(s["duration_s"] for s in summaries), 1)}
+    return scores_of(name, mode, f"ensemble of seeds {seeds}", combined, evaluation)
 
 
 def train(name: str, mode: str, seed: int, epochs: int, samples: int, run_dir: Path, root: Path,
@@ -65,7 +86,7 @@ def train(name: str, mode: str, seed: int, epochs: int, samples: int, run_dir: P
          f"hydra.run.dir={run_dir}"], cwd=root)
 
 
-def scores_of(name: str, mode: str, seed: int, summary: dict, evaluation: dict) -> dict:
+def scores_of(name: str, mode: str, label: str, summary: dict, evaluation: dict) -> dict:
     scores = {"pixel_iou": evaluation["metrics"]["model"]["iou"]["mean"],
               "object_f1_iou50": evaluation["objects_by_iou"]["0.5"]["f1"],
               "mean_ap_50_95": evaluation["mean_ap_50_95"],
@@ -86,7 +107,7 @@ def scores_of(name: str, mode: str, seed: int, summary: dict, evaluation: dict) 
     otsu = evaluation["metrics"].get("baseline_otsu")
     if otsu:
         scores["baseline_otsu"] = {"pixel_iou": otsu["iou"]["mean"], "object_f1_mean_over_images": otsu["object_f1"]["mean"]}
-    print(f"{name} {mode} seed {seed}: IoU {scores['pixel_iou']:.3f} F1 {scores['object_f1_iou50']:.3f} "
+    print(f"{name} {mode} {label}: IoU {scores['pixel_iou']:.3f} F1 {scores['object_f1_iou50']:.3f} "
           f"AP {scores['mean_ap_50_95']:.3f} ({scores['n_pred']} predicted / {scores['n_true']} true; "
           f"{scores['split']['key']} {scores['split']['value']}"
           + (f", unseeded {scores['unseeded']}" if mode != "none" else "") + ")"
@@ -110,6 +131,8 @@ def main() -> None:
     parser.add_argument("--eval-set", action="append", default=[], metavar="KEY=VALUE",
                         help="an evaluate.py override (repeatable), e.g. segmentation.seeds=hmaxima; with --work, "
                              "re-scores only")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="also score each mode's seeds as one model, their maps averaged (evaluate.py ckpt_path=[...])")
     parser.add_argument("--record", default="instance_heads",
                         help="results/<record>.json (e.g. instance_heads_long for a longer run beside the default one)")
     args = parser.parse_args()
@@ -132,6 +155,12 @@ def main() -> None:
                      for mode, rs in runs.items()}
             best = max(table, key=lambda m: table[m]["mean_ap_50_95"]["mean"])
             results["sets"][name] = {"table": table, "runs": runs, "best_by_mean_ap": best}
+            if args.ensemble and len(seeds) > 1:
+                ensembles = {mode: score_ensemble(name, mode, seeds, work, args.tta, tuple(args.eval_set))
+                             for mode in runs}
+                results["sets"][name]["ensemble"] = ensembles
+                lines.append(f"{name} ensembles: " + ", ".join(
+                    f"{m} F1 {e['object_f1_iou50']:.3f} AP {e['mean_ap_50_95']:.3f}" for m, e in ensembles.items()))
             lines.append(f"{name}: " + ", ".join(
                 f"{m} F1 {t['object_f1_iou50']['mean']:.3f}±{t['object_f1_iou50']['sd']:.3f} "
                 f"AP {t['mean_ap_50_95']['mean']:.3f}" for m, t in table.items()))

@@ -168,6 +168,11 @@ def instance_heads(r: dict) -> list[str]:
                                for run in d["runs"][mode] if run.get("split"))
             lines.append(f"| {name} | {mode} | {_ms(t['pixel_iou'])} | {_ms(t['object_f1_iou50'])} | "
                          f"{best}{_ms(t['mean_ap_50_95'])}{best} | {splits or '-'} |")
+            if (e := d.get("ensemble", {}).get(mode)):  # --ensemble: the seeds' maps averaged, scored once
+                split = (f"{e['split']['value']:g}" if e["split"].get("fraction") is None
+                         else f"{e['split']['fraction']:g}d") + (f" {e['unseeded']}" if e.get("unseeded_f1") else "")
+                lines.append(f"| {name} | {mode}, ensemble of the {len(r['seeds'])} seeds | {e['pixel_iou']:.3f} | "
+                             f"{e['object_f1_iou50']:.3f} | {e['mean_ap_50_95']:.3f} | {split} |")
     otsu = [f"{name} pixel IoU {o['pixel_iou']:.3f}, object F1 {o['object_f1_mean_over_images']:.3f} (mean over images)"
             for name, d in r["sets"].items() if (o := d["runs"].get("none", [{}])[0].get("baseline_otsu"))]
     if otsu:
@@ -177,6 +182,8 @@ def instance_heads(r: dict) -> list[str]:
                                             for key in kept[0])
               for name, d in r["sets"].items() for mode, runs in d["runs"].items()
               if (kept := [run["object_errors"] for run in runs if run.get("object_errors")])]
+    errors += [f"{name} {mode} ensemble: " + ", ".join(f"{key.replace('_', ' ')} {n}" for key, n in e["object_errors"].items())
+               for name, d in r["sets"].items() for mode, e in d.get("ensemble", {}).items() if e.get("object_errors")]
     if errors:
         lines += ["", "Why test cells are unmatched at IoU 0.5 (seed by seed): " + "; ".join(errors) + "."]
     return lines + [""]

@@ -1,5 +1,6 @@
 """Evaluating a checkpoint on its test split or on new images: ``evaluate(cfg) -> summary`` (the entry function of
-``evaluate.py``): the checkpoint is loaded and handed to the evaluation of its job."""
+``evaluate.py``): the checkpoint (or several segmentation checkpoints, their maps averaged) is loaded and handed to
+the evaluation of its job."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from omegaconf import DictConfig
 from stainless.evaluation.images import evaluate_images
 from stainless.evaluation.inputs import data_options
 from stainless.evaluation.segmentation import evaluate_segmenter
-from stainless.models.checkpoint import CheckpointError, module_from_checkpoint
+from stainless.models.checkpoint import CheckpointError
+from stainless.models.ensemble import SegmentationEnsemble, checkpoint_paths, load_models
 from stainless.models.segmentation_module import SegmentationModule
 from stainless.utils.config import check_types, ensure_new_run_dir
 from stainless.utils.secrets import redact_files
@@ -40,14 +42,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_types(cfg)
     ensure_new_run_dir(out_dir)
     redact_files(out_dir / ".hydra")
-    module, checkpoint = module_from_checkpoint(cfg.ckpt_path, cfg.get("trust_checkpoint", False))
+    module, checkpoint = load_models(cfg.ckpt_path, cfg.get("trust_checkpoint", False))
     device = _device(cfg.device)
     module.to(device)
     data_hp = checkpoint.get("datamodule_hyper_parameters")
     if not data_hp:
-        raise CheckpointError(f"{cfg.ckpt_path}: holds no data settings (was it written by stainless train?)")
+        raise CheckpointError(f"{checkpoint_paths(cfg.ckpt_path)[0]}: holds no data settings (was it written by "
+                              "stainless train?)")
     data_hp = data_options(cfg, data_hp)
-    if isinstance(module, SegmentationModule):
+    if isinstance(module, (SegmentationModule, SegmentationEnsemble)):
         return evaluate_segmenter(cfg, module, {**checkpoint, "datamodule_hyper_parameters": data_hp}, out_dir, device,
                                   started)
     if cfg.videos:

@@ -32,6 +32,7 @@ from stainless.inference.uncertainty import (
 from stainless.io import image_dtype, pixel_size_of, to_dtype, write_tiff
 from stainless.metrics.image import HIGHER_IS_BETTER, LPIPSScorer, image_maps, per_image_metrics
 from stainless.metrics.nuclei import outline_nuclei, write_labels
+from stainless.models.ensemble import checkpoint_label
 from stainless.utils.logging import describe, save_config, write_json
 from stainless.utils.visuals import colorize, grid, image_to_image_panels, to_rgb
 
@@ -157,7 +158,7 @@ def evaluate_images(cfg: DictConfig, module, data_hp: dict[str, Any], out_dir: P
         writer.writeheader()
         writer.writerows(rows)
     summary = {
-        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "checkpoint": checkpoint_label(cfg.ckpt_path),
         "output_dir": str(out_dir),
         "input": str(cfg.input) if cfg.input else f"{cfg.stage} split of the checkpoint's data",
         "n_images": len(samples),

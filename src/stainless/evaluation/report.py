@@ -118,8 +118,10 @@ def write_report(
         pictures.append((figure["name"], path.relative_to(out_dir).as_posix(), list(figure["panels"])))
     header, table = _table(summary, explanations)
     present = [n for n in explanations if n in header]
+    checkpoint = summary["checkpoint"]  # a list: an ensemble, its maps averaged
+    checkpoint = checkpoint if isinstance(checkpoint, str) else f"the average of {len(checkpoint)}: " + ", ".join(checkpoint)
     if kind == "markdown":
-        lines = ["# stainless evaluation", "", f"Checkpoint: `{summary['checkpoint']}`  ", f"Input: {summary['input']}  ",
+        lines = ["# stainless evaluation", "", f"Checkpoint: `{checkpoint}`  ", f"Input: {summary['input']}  ",
                  f"Images: {summary['n_images']}; LPIPS: {summary.get('lpips', 'not used')}", ""]
         if table:
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -140,7 +142,7 @@ def write_report(
         "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style></head><body>",
         "<h1>stainless evaluation</h1>",
-        f"<p>Checkpoint: <code>{esc(summary['checkpoint'])}</code><br>Input: {esc(summary['input'])}<br>"
+        f"<p>Checkpoint: <code>{esc(checkpoint)}</code><br>Input: {esc(summary['input'])}<br>"
         f"Images: {summary['n_images']}; LPIPS: {esc(summary.get('lpips', 'not used'))}</p>",
     ]
     if table:

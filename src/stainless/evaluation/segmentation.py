@@ -43,6 +43,7 @@ from stainless.metrics.objects import (
     split_key,
     tune_split,
 )
+from stainless.models.ensemble import checkpoint_label
 from stainless.utils.logging import describe, save_config, write_json
 from stainless.utils.visuals import to_rgb
 
@@ -566,7 +567,7 @@ def evaluate_segmenter(cfg: DictConfig, module, checkpoint: dict, out_dir: Path,
         samples = new_input_samples(cfg, checkpoint["datamodule_hyper_parameters"], module) if cfg.input else None
         save_config(cfg, out_dir / "config_resolved.yaml")
         summary = evaluate_segmentation(cfg, module, checkpoint, out_dir, device, samples)
-        summary["checkpoint"] = str(Path(cfg.ckpt_path).resolve())
+        summary["checkpoint"] = checkpoint_label(cfg.ckpt_path)
         summary["input"] = str(cfg.input) if cfg.input else f"{cfg.stage} split of the checkpoint's data"
         judged = verdict(summary["metrics"])
         summary["verdict"] = {k: judged[k] for k in ("line", "losses", "beats_all")}
@@ -577,7 +578,7 @@ def evaluate_segmenter(cfg: DictConfig, module, checkpoint: dict, out_dir: Path,
                                                       else "")])
         report = report_segmentation(out_dir, summary, cfg,
                                      [verdict_section(judged)] + ([errors] if errors else []) + [split])
-    summary.update(checkpoint=str(Path(cfg.ckpt_path).resolve()), output_dir=str(out_dir),
+    summary.update(checkpoint=checkpoint_label(cfg.ckpt_path), output_dir=str(out_dir),
                    duration_s=round(time.time() - started, 1))
     write_json(out_dir / "summary.json", summary)
     if report is not None:

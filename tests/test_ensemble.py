@@ -4,6 +4,7 @@ refused."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -78,16 +79,18 @@ def test_checkpoints_that_do_not_belong_together_are_refused(members, cfg_eval, 
 
     boundary = altered("boundary.ckpt", lambda c: c["hyper_parameters"].update(instances="boundary"))
     cfg = cfg_eval(f"ckpt_path=[{members['a']},{boundary}]", run="mixed")
-    with pytest.raises(CheckpointError, match=rf"^{boundary}: model.instances=boundary, but {members['a']} has "
-                                              r"distance; an ensemble's checkpoints must return the same maps$"):
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(boundary))}: model.instances=boundary, but "
+                                              rf"{re.escape(str(members['a']))} has distance; an ensemble's "
+                                              "checkpoints must return the same maps$"):
         evaluate(cfg)
     assert not [m for m in RUN_MARKERS if (Path(cfg.paths.output_dir) / m).exists()]
     other = altered("other_channels.ckpt", lambda c: c["datamodule_hyper_parameters"].update(source_channels=[1]))
-    with pytest.raises(CheckpointError, match=rf"^{other}: data.source_channels=\[1\], but {members['a']} has None; "
-                                              "an ensemble's checkpoints must read their inputs the same way$"):
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(other))}: data.source_channels=\[1\], but "
+                                              rf"{re.escape(str(members['a']))} has None; an ensemble's checkpoints "
+                                              "must read their inputs the same way$"):
         evaluate(cfg_eval(f"ckpt_path=[{members['a']},{other}]", run="other"))
     missing = tmp_path / "missing.ckpt"
-    with pytest.raises(CheckpointError, match=rf"{missing}: checkpoint file does not exist"):
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(missing))}: checkpoint file does not exist"):
         evaluate(cfg_eval(f"ckpt_path=[{members['a']},{missing}]", run="missing"))
     with pytest.raises(CheckpointError, match=r"ckpt_path=\[\]: give a checkpoint"):
         evaluate(cfg_eval("ckpt_path=[]", run="empty"))

@@ -94,6 +94,8 @@ def test_checkpoints_that_do_not_belong_together_are_refused(members, cfg_eval, 
         evaluate(cfg_eval(f"ckpt_path=[{members['a']},{missing}]", run="missing"))
     with pytest.raises(CheckpointError, match=r"ckpt_path=\[\]: give a checkpoint"):
         evaluate(cfg_eval("ckpt_path=[]", run="empty"))
+    with pytest.raises(CheckpointError, match=r"^5: checkpoint file does not exist$"):  # Hydra reads a number
+        evaluate(cfg_eval("ckpt_path=5", run="number"))
     export_cfg = run_config_factory("export", tmp_path, "export")
     with pytest.raises(CheckpointError, match=r"export takes one checkpoint; an ensemble's maps are averaged by"):
         export(export_cfg(f"ckpt_path=[{members['a']},{members['b']}]", "format=onnx"))

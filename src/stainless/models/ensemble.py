@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import ListConfig
 
 from stainless.models.checkpoint import CheckpointError, module_from_checkpoint
 from stainless.models.segmentation_module import SegmentationModule
@@ -49,7 +50,7 @@ def checkpoint_paths(ckpt_path: Any) -> list[str]:
     Raises:
         CheckpointError: an empty list.
     """
-    if isinstance(ckpt_path, (str, Path)):
+    if not isinstance(ckpt_path, (list, tuple, ListConfig)):  # a path (or a number Hydra read from one)
         return [str(ckpt_path)]
     paths = [str(p) for p in ckpt_path]
     if not paths:

@@ -136,6 +136,13 @@ def quality_seg(r: dict) -> list[str]:
         f"| Otsu threshold, same post-processing | {_ms(b['iou'])} | {_ms(b['object_f1'])} |", ""]
 
 
+def _split(run: dict) -> str:
+    """The split setting a run was decoded with (a level, or a fraction of each image's diameter), and with
+    segmentation.unseeded=auto the rule validation chose for foreground no seed reaches."""
+    return ((f"{run['split']['value']:g}" if run["split"].get("fraction") is None else f"{run['split']['fraction']:g}d")
+            + (f" {run['unseeded']}" if run.get("unseeded_f1") else ""))
+
+
 def instance_heads(r: dict) -> list[str]:
     title = ("## Instance heads on real cells (`instance_heads.py`)" if r["benchmark"] == "instance_heads" else
              f"## Instance heads, {r['epochs']} epochs (`instance_heads.py --record {r['benchmark']}`)")
@@ -161,18 +168,12 @@ def instance_heads(r: dict) -> list[str]:
     for name, d in r["sets"].items():
         for mode, t in d["table"].items():
             best = "**" if mode == d["best_by_mean_ap"] else ""
-            # with segmentation.unseeded=auto, the rule validation chose for foreground no seed reaches beside it
-            splits = ", ".join((f"{run['split']['value']:g}" if run["split"].get("fraction") is None
-                                else f"{run['split']['fraction']:g}d")
-                               + (f" {run['unseeded']}" if run.get("unseeded_f1") else "")
-                               for run in d["runs"][mode] if run.get("split"))
+            splits = ", ".join(_split(run) for run in d["runs"][mode] if run.get("split"))
             lines.append(f"| {name} | {mode} | {_ms(t['pixel_iou'])} | {_ms(t['object_f1_iou50'])} | "
                          f"{best}{_ms(t['mean_ap_50_95'])}{best} | {splits or '-'} |")
             if (e := d.get("ensemble", {}).get(mode)):  # --ensemble: the seeds' maps averaged, scored once
-                split = (f"{e['split']['value']:g}" if e["split"].get("fraction") is None
-                         else f"{e['split']['fraction']:g}d") + (f" {e['unseeded']}" if e.get("unseeded_f1") else "")
                 lines.append(f"| {name} | {mode}, ensemble of the {len(r['seeds'])} seeds | {e['pixel_iou']:.3f} | "
-                             f"{e['object_f1_iou50']:.3f} | {e['mean_ap_50_95']:.3f} | {split} |")
+                             f"{e['object_f1_iou50']:.3f} | {e['mean_ap_50_95']:.3f} | {_split(e)} |")
     otsu = [f"{name} pixel IoU {o['pixel_iou']:.3f}, object F1 {o['object_f1_mean_over_images']:.3f} (mean over images)"
             for name, d in r["sets"].items() if (o := d["runs"].get("none", [{}])[0].get("baseline_otsu"))]
     if otsu:

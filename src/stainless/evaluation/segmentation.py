@@ -559,6 +559,7 @@ def evaluate_segmenter(cfg: DictConfig, module, checkpoint: dict, out_dir: Path,
     """Score a segmentation checkpoint on images (``input=`` or its split) or analyse ``videos=``; writes
     ``summary.json`` and a report (images)."""
     errors = None  # the report's account of unmatched cells, when there are true cells to match
+    label = checkpoint_label(cfg.ckpt_path)
     if cfg.videos:
         save_config(cfg, out_dir / "config_resolved.yaml")
         summary = analyse_videos(cfg, module, checkpoint, out_dir, device)
@@ -567,7 +568,7 @@ def evaluate_segmenter(cfg: DictConfig, module, checkpoint: dict, out_dir: Path,
         samples = new_input_samples(cfg, checkpoint["datamodule_hyper_parameters"], module) if cfg.input else None
         save_config(cfg, out_dir / "config_resolved.yaml")
         summary = evaluate_segmentation(cfg, module, checkpoint, out_dir, device, samples)
-        summary["checkpoint"] = checkpoint_label(cfg.ckpt_path)
+        summary["checkpoint"] = label  # the report names it
         summary["input"] = str(cfg.input) if cfg.input else f"{cfg.stage} split of the checkpoint's data"
         judged = verdict(summary["metrics"])
         summary["verdict"] = {k: judged[k] for k in ("line", "losses", "beats_all")}
@@ -578,7 +579,7 @@ def evaluate_segmenter(cfg: DictConfig, module, checkpoint: dict, out_dir: Path,
                                                       else "")])
         report = report_segmentation(out_dir, summary, cfg,
                                      [verdict_section(judged)] + ([errors] if errors else []) + [split])
-    summary.update(checkpoint=checkpoint_label(cfg.ckpt_path), output_dir=str(out_dir),
+    summary.update(checkpoint=label, output_dir=str(out_dir),
                    duration_s=round(time.time() - started, 1))
     write_json(out_dir / "summary.json", summary)
     if report is not None:

@@ -26,8 +26,8 @@ from stainless.export.formats import (
     write_torchscript,
 )
 from stainless.models.checkpoint import CheckpointError, module_from_checkpoint
+from stainless.models.ensemble import checkpoint_paths
 from stainless.models.inference_network import inference_network, network_kwargs
-from stainless.utils.config import to_plain
 
 FORMATS = {"bioimageio": ".zip", "onnx": ".onnx", "torchscript": ".pt"}
 MAX_TEST_SIZE = 256  # side of the real crop used as test tensor and parity input
@@ -118,10 +118,11 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     if cfg.format not in FORMATS:
         raise ValueError(f"format={cfg.format}: not an export format; use one of {', '.join(FORMATS)}")
-    if not isinstance(cfg.ckpt_path, str):  # a list averages models in evaluate.py; an export is one network
-        raise CheckpointError(f"ckpt_path={to_plain(cfg.ckpt_path)}: export takes one checkpoint; an ensemble's maps "
+    paths = checkpoint_paths(cfg.ckpt_path)
+    if len(paths) > 1:  # a list averages models in evaluate.py; an export is one network
+        raise CheckpointError(f"ckpt_path=[{','.join(paths)}]: export takes one checkpoint; an ensemble's maps "
                               "are averaged by evaluate.py, so export each member")
-    checkpoint_path = Path(cfg.ckpt_path).expanduser().resolve()
+    checkpoint_path = Path(paths[0]).expanduser().resolve()
     module, checkpoint = module_from_checkpoint(checkpoint_path, cfg.get("trust_checkpoint", False))
     if not checkpoint.get("datamodule_hyper_parameters"):
         raise CheckpointError(f"{checkpoint_path}: holds no data settings (was it written by stainless train?)")

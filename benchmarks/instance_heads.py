@@ -9,7 +9,7 @@ Data (read where they lie, ``../shared/data``): ``dsb2018`` (DSB 2018 stage-1 su
 ``usiigaci`` (phase-contrast fields with whole-cell labels, split into regions); see ``real_data.py``.
 
 Run from the repository root: ``.venv/bin/python benchmarks/instance_heads.py [--epochs 5] [--seeds 0,1,2]
-[--only dsb2018,usiigaci] [--modes none,boundary,distance,neighbors] [--tta N] [--set KEY=VALUE ...] [--eval-set KEY=VALUE ...]
+[--only dsb2018,usiigaci] [--modes none,boundary,distance] [--tta N] [--set KEY=VALUE ...] [--eval-set KEY=VALUE ...]
 [--ensemble] [--work DIR] [--record NAME]``
 (``--work`` keeps the training runs and reuses those trained with the same ``--epochs``, ``--samples-per-epoch`` and
 ``--set``: a change of decoding is re-scored without retraining; ``--record instance_heads_long`` keeps a longer run
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, mean_sd, run, write_result
 from real_data import segmentation_data
 
-MODES = ("none", "boundary", "distance")  # the default run; --modes may add neighbors
+MODES = ("none", "boundary", "distance")
 
 
 def train_and_score(name: str, mode: str, seed: int, epochs: int, samples: int, root: Path, tta: int | None = None,

@@ -1,4 +1,4 @@
-"""Instance heads (``model.instances=boundary|distance|neighbors``): the maps drawn from the annotations, their decoding into
+"""Instance heads (``model.instances=boundary|distance``): the maps drawn from the annotations, their decoding into
 objects, a head that learns to part touching disks, and the option through train, evaluate, video and export."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tifffile
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from stainless.data.instances import instance_target, neighbour_proximity
+from stainless.data.instances import instance_target
 from stainless.metrics.objects import (
     SEED_CHOICES,
     SEED_DEPTHS,
@@ -65,58 +65,7 @@ def test_distance_target_is_one_hill_per_object():
     assert target[labels == 0].max() == 0
 
 
-def test_neighbors_target_is_the_distance_map_lowered_towards_a_touching_neighbour():
-    labels = _touching_pair()
-    distance, neighbors = instance_target(labels, "distance"), instance_target(labels, "neighbors")
-    assert (neighbors <= distance).all() and neighbors[labels == 0].max() == 0
-    # a valley several pixels wide at the contact (x = 24), where the distance map is still high 3 px away
-    assert neighbors[24, 21:28].max() == 0 and distance[24, 21:28].max() > 0.3
-    # each object keeps a core at its side away from the neighbour, lower than its distance peak
-    for obj, far in ((1, (24, 12)), (2, (24, 36))):
-        assert 0.5 < neighbors[labels == obj].max() < distance[labels == obj].max()
-        assert neighbors[far] == pytest.approx(distance[far], abs=0.02)
-    # on its own, or with its neighbour farther than its own extent, an object's map is the distance map
-    alone = np.where(labels == 1, 1, 0)
-    assert np.array_equal(instance_target(alone, "neighbors"), instance_target(alone, "distance"))
-    apart = np.zeros((48, 96), np.int64)
-    apart[10:30, 5:25], apart[10:30, 50:70] = 1, 2  # 25 px apart, each 20 px wide
-    assert np.array_equal(instance_target(apart, "neighbors"), instance_target(apart, "distance"))
-    assert neighbour_proximity(apart).max() == 0 and neighbour_proximity(labels).max() == pytest.approx(1, abs=0.2)
-
-
-def test_a_blurred_neighbors_map_still_parts_a_long_flat_contact():
-    # Two cells sharing a 30 px straight contact. A network's map is a blurred copy of its target: the distance
-    # map's two-pixel dip at the contact fills up (0.31 here, where a trained head gave 0.2-0.25 on Usiigaci's
-    # contacts) and the cells merge at the lower seed levels; the neighbors map's valley survives the same blur.
-    labels = np.zeros((48, 64), np.int64)
-    labels[9:39, 8:32], labels[9:39, 32:56] = 1, 2
-    mask = (labels > 0).astype(np.float32)
-    from scipy.ndimage import gaussian_filter
-
-    def found(mode, level):
-        learned = gaussian_filter(instance_target(labels, mode), 4.0) * mask
-        return match_objects(labels, decode_instances(np.stack([mask, learned]), mode, 0.5, 20, seed_threshold=level))
-
-    assert [found("distance", level)["n_pred"] for level in (0.2, 0.3)] == [1, 1]
-    for level in (0.2, 0.3, 0.4, 0.5):
-        parted = found("neighbors", level)
-        assert parted["n_pred"] == 2 and parted["by_threshold"][0.5]["tp"] == 2, level
-
-
-def test_the_module_trains_a_neighbors_head_on_the_neighbors_map():
-    labels = torch.from_numpy(np.stack([_touching_pair(), _touching_pair(centre=(20.0, 26.0))]))
-    batch = {"source": torch.rand(2, 1, 48, 48), "target": (labels > 0).long(), "labels": labels}
-    module = SegmentationModule(
-        arch="unet", backbone={"name": "resnet18", "encoder_name": "resnet18", "encoder_weights": None,
-                               "encoder_depth": 3, "decoder_channels": [32, 16, 8]},
-        in_channels=1, classes=1, instances="neighbors")
-    expected = np.stack([instance_target(t, "neighbors") for t in labels.numpy()])
-    assert np.array_equal(module.instance_targets(batch).numpy(), expected)
-    assert not np.array_equal(expected, np.stack([instance_target(t, "distance") for t in labels.numpy()]))
-    assert module.maps(batch["source"]).shape == (2, 2, 48, 48)
-
-
-@pytest.mark.parametrize("mode", ["boundary", "distance", "neighbors"])
+@pytest.mark.parametrize("mode", ["boundary", "distance"])
 def test_decoding_perfect_maps_gives_the_drawn_objects(mode):
     labels = _touching_pair()
     maps = np.stack([(labels > 0).astype(np.float32), instance_target(labels, mode)])
@@ -125,7 +74,7 @@ def test_decoding_perfect_maps_gives_the_drawn_objects(mode):
     assert matched["n_pred"] == 2 and all(iou > 0.9 for _, _, iou in matched["pairs"])
 
 
-@pytest.mark.parametrize("mode", ["boundary", "distance", "neighbors"])
+@pytest.mark.parametrize("mode", ["boundary", "distance"])
 def test_the_head_decides_where_the_mask_alone_over_splits(mode):
     # One long rod: a distance watershed of the mask with a small min_distance cuts it into pieces;
     # the instance map says it is one object, and the decoder follows the map.

@@ -3,13 +3,7 @@
 ``boundary``: 1 on the rim of every object (its pixels next to another object or the background), 0 elsewhere;
 touching objects are parted by a two-pixel line. ``distance``: each object's distance to its own edge divided by
 that object's largest distance (1 at its centre, falling to 0 at its rim), 0 on the background; touching objects
-become separate hills. ``neighbors``: the ``distance`` map lowered towards each object's nearest neighbour by the
-KIT-Sch-GE neighbour distance (Scherr et al. 2020, PLoS ONE 15(12): e0243219: per object, 1 at its pixels nearest
-another object falling to 0 at its pixels farthest from any, cubed), clipped at 0: where two objects touch, the map
-falls to 0 over a band about a quarter of each object wide instead of at a two-pixel rim, a valley a network's
-blurred output keeps (their method subtracts a learned neighbour map from a learned distance map; here the
-difference is learned as one map). All are decoded by a seeded watershed
-(``stainless.metrics.objects.decode_instances``); ``neighbors`` as ``distance``.
+become separate hills. Both are decoded by a seeded watershed (``stainless.metrics.objects.decode_instances``).
 """
 
 from __future__ import annotations
@@ -19,7 +13,7 @@ from scipy import ndimage as ndi
 from skimage.measure import label
 from skimage.segmentation import find_boundaries
 
-INSTANCE_MODES = ("none", "boundary", "distance", "neighbors")
+INSTANCE_MODES = ("none", "boundary", "distance")
 
 
 def check_mode(mode: str) -> str:
@@ -50,33 +44,7 @@ def instance_target(objects: np.ndarray, mode: str) -> np.ndarray:
         return np.zeros(objects.shape, np.float32)
     peak = np.zeros(int(ids.max()) + 1)
     peak[ids] = ndi.maximum(distance, objects, ids)
-    hills = np.where(objects > 0, distance / np.maximum(peak[objects], 1), 0)
-    if mode == "neighbors":
-        hills = np.clip(hills - neighbour_proximity(objects), 0, None)
-    return hills.astype(np.float32)
-
-
-def neighbour_proximity(objects: np.ndarray) -> np.ndarray:
-    """Per object, how near each of its pixels lies to another object: ``(1 - d / d_max) ** 3`` with ``d`` the
-    distance to the nearest pixel of another object and ``d_max`` its largest value in this object (KIT-Sch-GE's
-    neighbour distance, without their grey closing: the map is only read inside objects). 1 next to a touching
-    neighbour, 0 at the pixels farthest from any; an object with no other within one of its own extents of its
-    bounding box is 0 throughout (a neighbour that far cannot be merged with it). Written here: scikit-image and
-    scipy give the distance transforms, not this per-object map."""
-    objects = np.asarray(objects)
-    proximity = np.zeros(objects.shape, np.float64)
-    for index, box in enumerate(ndi.find_objects(objects), start=1):
-        if box is None:
-            continue
-        reach = max(s.stop - s.start for s in box)  # look this far around the object for a neighbour
-        window = tuple(slice(max(s.start - reach, 0), min(s.stop + reach, n)) for s, n in zip(box, objects.shape))
-        crop = objects[window]
-        own, others = crop == index, (crop > 0) & (crop != index)
-        if not others.any():
-            continue
-        d = ndi.distance_transform_edt(~others)[own]
-        proximity[window][own] = (1 - d / d.max()) ** 3
-    return proximity
+    return np.where(objects > 0, distance / np.maximum(peak[objects], 1), 0).astype(np.float32)
 
 
 def object_diameters(labels: np.ndarray) -> np.ndarray:

@@ -12,8 +12,6 @@ from skimage.feature import peak_local_max
 from skimage.morphology import h_maxima, h_minima, remove_small_objects
 from skimage.segmentation import relabel_sequential, watershed
 
-from stainless.data.instances import INSTANCE_MODES
-
 IOU_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
@@ -164,8 +162,7 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
                      min_distance: int = 5, seed_threshold: float = 0.5, seeds: str = "threshold",
                      unseeded: str = "keep", split_fraction: float | None = None) -> np.ndarray:
     """Instance labels from a segmenter's maps: ``maps[0]`` the foreground probability, ``maps[1]`` the learned
-    instance map of ``mode`` (``boundary`` probability, normalised ``distance``, or ``neighbors``, decoded as
-    ``distance``; see ``stainless.data.instances``).
+    instance map of ``mode`` (``boundary`` probability or normalised ``distance``; see ``stainless.data.instances``).
 
     ``none``: the thresholded mask split by :func:`instances_from_mask`. ``boundary``: seeds are the connected parts
     of the foreground where the boundary probability is below ``seed_threshold``; ``distance``: where the distance
@@ -193,8 +190,8 @@ def decode_instances(maps: np.ndarray, mode: str = "none", threshold: float = 0.
     if mode == "none" or maps.ndim == 2 or maps.shape[0] < 2:
         return instances_from_mask((maps if maps.ndim == 2 else maps[0]) > threshold, min_size, min_distance,
                                    split_fraction)
-    if mode not in INSTANCE_MODES:
-        raise ValueError(f"instances={mode!r}: use one of {', '.join(INSTANCE_MODES)}")
+    if mode not in ("boundary", "distance"):
+        raise ValueError(f"instances={mode!r}: use none, boundary or distance")
     check_seeds(seeds)
     check_unseeded(unseeded)
     mask = maps[0] > threshold

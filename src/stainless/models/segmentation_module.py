@@ -116,8 +116,8 @@ class SegmentationModule(StainlessModule):
         object_scale: diameters of the training annotations' objects (median, 5-95%, count), recorded by ``train``
             so that evaluation sizes its post-processing from them (``segmentation.diameter=auto``).
         instances: ``none``, or an extra output channel that learns to part touching objects from the instance
-            annotations: ``boundary`` (object rims), ``distance`` (distance to the rim, 1 at each centre) or
-            ``neighbors`` (that distance lowered towards touching neighbours); see ``stainless.data.instances``. Evaluation and video decode it with a seeded watershed.
+            annotations: ``boundary`` (object rims) or ``distance`` (distance to the rim, 1 at each centre); see
+            ``stainless.data.instances``. Evaluation and video decode it with a seeded watershed.
         instance_weight: weight of the instance head's loss (BCE, plus Dice for the sparse boundary class).
         lr_schedule: ``warmup_steps`` (linear warm-up over this many batches) and ``final_factor``: then a cosine
             decay of the learning rate to ``final_factor`` x its configured value at the end of the run (the last

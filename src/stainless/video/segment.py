@@ -46,7 +46,7 @@ def segmentation_maps(module, x: torch.Tensor) -> torch.Tensor:
 
 
 def instance_mode(module) -> str:
-    """How the model parts touching objects: ``none`` (a distance watershed of its mask), ``boundary``,
-    ``distance`` or ``neighbors`` (its instance head)."""
+    """How the model parts touching objects: ``none`` (a distance watershed of its mask), ``boundary`` or
+    ``distance`` (its instance head)."""
     hparams = getattr(module, "hparams", None)
     return str(hparams.get("instances", "none")) if hparams is not None else "none"
